@@ -1,0 +1,1 @@
+"""Lightning callbacks: timing, W&B media."""

@@ -1,0 +1,1 @@
+"""Networks (scratch CNNs, timm backbones) and the LightningModule that trains them."""

@@ -1,0 +1,168 @@
+"""The one LightningModule: any network from `factory`, cross-entropy, and FER-aware metrics per stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from fer_lightning.labels import EMOTIONS
+from fer_lightning.models.factory import create_network
+
+STAGES = ("train", "val", "test")
+
+
+def _stage_metrics(num_classes: int) -> MetricCollection:
+    # Macro-F1 and per-class accuracy matter as much as accuracy: FER2013 has 16x more happy than disgust faces.
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "acc_per_class": MulticlassAccuracy(num_classes, average=None),
+        "confusion": MulticlassConfusionMatrix(num_classes),
+    })
+
+
+class FERClassifier(LightningModule):
+    """Trains and evaluates an emotion classifier; its checkpoint rebuilds the network and its preprocessing.
+
+    The network is built here from its name (not passed in as a module) so that a checkpoint alone is
+    enough to restore it: `FERClassifier.from_checkpoint(path)` needs no config.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        pretrained: bool = False,
+        drop_rate: float = 0.0,
+        in_chans: int = 1,
+        num_classes: int = len(EMOTIONS),
+        class_names: Sequence[str] = EMOTIONS,
+        input_size: int = 48,
+        input_mean: float = 0.5,
+        input_std: float = 0.25,
+        label_smoothing: float = 0.0,
+        class_weighted_loss: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(class_names) != num_classes:
+            raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = tuple(class_names)
+        self.net = create_network(backbone, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
+                                  drop_rate=drop_rate, input_size=input_size)
+        self.register_buffer("class_weights", torch.ones(num_classes))
+        self.train_metrics = _stage_metrics(num_classes)
+        self.val_metrics = _stage_metrics(num_classes)
+        self.test_metrics = _stage_metrics(num_classes)
+        self.val_acc_best = MaxMetric()
+        # Last epoch's confusion matrix per stage, for callbacks and metrics.json (rows: true, cols: predicted).
+        self.confusion_matrices: dict[str, np.ndarray] = {}
+        self.example_input_array = torch.zeros(2, in_chans, input_size, input_size)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FERClassifier:
+        """Inference-ready model from a checkpoint alone (no config, no weight download)."""
+        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False)
+        return model.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.hparams.class_weighted_loss and datamodule is not None:
+            self.class_weights.copy_(datamodule.class_weights())
+
+    def _metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(
+            logits, y,
+            weight=self.class_weights if self.hparams.class_weighted_loss else None,
+            label_smoothing=self.hparams.label_smoothing,
+        )
+        self._metrics(stage).update(logits.detach(), y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(y), sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        regularization = getattr(self.net, "regularization_loss", None)
+        return loss + regularization() if regularization is not None else loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(dim=-1)
+
+    def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        values = self._metrics(stage).compute()
+        self._metrics(stage).reset()
+        logged = {f"{stage}/acc": values["acc"], f"{stage}/f1_macro": values["f1_macro"]}
+        for name, acc in zip(self.class_names, values["acc_per_class"]):
+            logged[f"{stage}/acc_{name}"] = acc
+        self.log_dict({k: v for k, v in logged.items() if k != f"{stage}/acc"})
+        self.log(f"{stage}/acc", values["acc"], prog_bar=True)
+        self.confusion_matrices[stage] = values["confusion"].cpu().numpy()
+        return logged
+
+    def on_train_start(self) -> None:
+        # The sanity check ran validation on an untrained model; it must not count towards the best score.
+        self.val_metrics.reset()
+        self.val_acc_best.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        logged = self._log_epoch_metrics("val")
+        self.val_acc_best.update(logged["val/acc"])
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("no optimizer configured (model.optimizer); a loaded checkpoint can only predict")
+        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor,
+                             "interval": "epoch", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the exact evaluation preprocessing and data description, so inference can match training."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        extra: dict[str, Any] = {"class_names": list(self.class_names)}
+        if datamodule is not None:
+            import albumentations as A
+
+            extra["eval_transform"] = A.to_dict(datamodule.eval_transform)
+            extra["data"] = datamodule.describe()
+        checkpoint["fer_lightning"] = extra

@@ -1,0 +1,139 @@
+"""`train(cfg)`: fit on Training, select on PublicTest, report PrivateTest; returns metrics and objects.
+
+Pure with respect to Hydra: it reads everything from `cfg` (including `paths.output_dir`), so tests and
+notebooks call it with a composed config and no Hydra app around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from fer_lightning.callbacks.timing import EpochTimer
+from fer_lightning.models.module import FERClassifier
+from fer_lightning.plots import save_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a config group dict; `null` entries switch one off."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@rank_zero_only
+def _write_run_files(cfg: DictConfig, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@rank_zero_only
+def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: LightningDataModule,
+                   output_dir: Path) -> None:
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    matrix = model.confusion_matrices.get("test")
+    if matrix is not None:
+        label = "SYNTHETIC data (not FER2013)" if getattr(datamodule, "is_synthetic", False) else datamodule.name
+        title = f"test confusion matrix, {label}\nacc {metrics.get('test/acc', float('nan')):.4f}"
+        save_confusion_matrix(matrix, model.class_names, title, output_dir / "confusion_matrix.png")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, then evaluate the best checkpoint (chosen on val = PublicTest) on val and test (PrivateTest)."""
+    output_dir = Path(cfg.paths.output_dir)
+    _write_run_files(cfg, output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    model: FERClassifier = instantiate(cfg.model)
+    loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
+    callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # Lightning refuses a learning-rate monitor without a logger
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if getattr(datamodule, "is_synthetic", False):
+        log.warning("Training on SYNTHETIC faces (data=synthetic): a demo, not a FER2013 result.")
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = _evaluate(cfg, trainer, model, datamodule)
+        for logger in loggers:
+            logger.log_hyperparams({"data": datamodule.describe()})
+        _write_results(metrics, model, datamodule, output_dir)
+        log.info("Results: val/acc=%s test/acc=%s (metrics.json in %s)",
+                 metrics.get("val/acc"), metrics.get("test/acc"), output_dir)
+    finally:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+                logger.experiment.finish()  # each multirun job closes its own run, even when it fails
+
+    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": output_dir}
+
+
+def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,
+              datamodule: LightningDataModule) -> dict[str, Any]:
+    checkpoint = trainer.checkpoint_callback
+    best_path = checkpoint.best_model_path if checkpoint is not None and cfg.get("train", True) else ""
+    best_path = best_path or (cfg.get("ckpt_path") or "")
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, EpochTimer)), None)
+    metrics: dict[str, Any] = {
+        **datamodule.describe(),
+        "experiment": cfg.get("experiment_name"),
+        "backbone": model.hparams.backbone,
+        "pretrained": model.hparams.pretrained,
+        "input_size": model.hparams.input_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "seed": cfg.get("seed"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "train_time_s": timer.total_train_time_s if timer else None,
+        "best_ckpt_path": str(Path(best_path).resolve()) if best_path else None,
+        "output_dir": str(Path(cfg.paths.output_dir).resolve()),
+    }
+    if getattr(datamodule, "is_synthetic", False):
+        metrics["note"] = "SYNTHETIC DATA: these numbers are not FER2013 results"
+    for key in ("train/loss_epoch", "train/acc", "train/f1_macro", "train/images_per_s"):
+        if key in trainer.callback_metrics:
+            metrics[key.replace("_epoch", "")] = _as_float(trainer.callback_metrics[key])
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    if best_score is not None:
+        metrics["val/acc_best"] = _as_float(best_score)
+    if not cfg.get("test", True):
+        return metrics
+    ckpt_path = best_path or None
+    if ckpt_path is None:
+        log.warning("No checkpoint was saved (e.g. fast_dev_run): evaluating the current weights")
+    # Validate the selected checkpoint too, so val/* and test/* in metrics.json describe the same model.
+    for stage_metrics in (trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path),
+                          trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)):
+        for key, value in stage_metrics[0].items():
+            metrics[key] = _as_float(value)
+    if best_score is not None:  # the selection score over all epochs, not the re-validation's running max
+        metrics["val/acc_best"] = _as_float(best_score)
+    return metrics
