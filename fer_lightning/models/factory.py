@@ -7,10 +7,10 @@ from collections.abc import Callable
 import timm
 from torch import nn
 
-from fer_lightning.models.scratch import SeedCNN
+from fer_lightning.models.scratch import CompactCNN, SeedCNN
 
 # Networks of this project, built with the same arguments as timm models (`drop_rate`, `in_chans`, ...).
-SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN}
+SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN, "compact_cnn": CompactCNN}
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
