@@ -1,0 +1,229 @@
+"""LightningDataModules: real FER2013 from any of its forms, and the built-in synthetic faces.
+
+Both share one base so splits, class counts, imbalance handling and loaders behave identically; only where
+the uint8 arrays come from differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from fer_lightning.data.cache import default_cache_dir, load_or_build
+from fer_lightning.data.dataset import FERDataset, Transform
+from fer_lightning.data.download import download_fer2013, resolve_source
+from fer_lightning.data.readers import FERArrays, read_source
+from fer_lightning.data.synthetic import make_synthetic_faces
+from fer_lightning.labels import EMOTIONS, NUM_CLASSES, SPLIT_NAMES, TEST, TRAIN, VAL
+
+log = logging.getLogger(__name__)
+
+
+def stratified_val_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation samples: the same fraction of every class, reproducible from the seed."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        take = int(round(fraction * len(members)))
+        mask[rng.permutation(members)[:take]] = True
+    return mask
+
+
+class FERDataModule(LightningDataModule):
+    """Shared machinery; subclasses implement `load_arrays` (and may override `prepare_data`)."""
+
+    name = "fer"
+    is_synthetic = False
+
+    def __init__(
+        self,
+        train_transform: Transform,
+        eval_transform: Transform,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        weighted_sampling: bool = False,
+        val_fraction: float = 0.1,
+        split_seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.weighted_sampling = weighted_sampling
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.class_names: tuple[str, ...] = EMOTIONS
+        self.num_classes: int = NUM_CLASSES
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.val_source: str = ""
+
+    def load_arrays(self) -> FERArrays:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        arrays = self.load_arrays()
+        train = arrays.splits == TRAIN
+        if arrays.has_official_val:
+            val = arrays.splits == VAL
+            self.val_source = "official (PublicTest)"
+        else:
+            carved = stratified_val_split(arrays.labels[train], self.val_fraction, self.split_seed)
+            val = np.zeros_like(train)
+            val[np.flatnonzero(train)[carved]] = True
+            train = train & ~val
+            self.val_source = (
+                f"stratified {self.val_fraction:.0%} of train (seed {self.split_seed}): the source has no "
+                "PublicTest split"
+            )
+            log.warning("Validation split: %s", self.val_source)
+        test = arrays.splits == TEST
+        for name, mask in zip(SPLIT_NAMES, (train, val, test)):
+            self.splits[name] = (arrays.images[mask], arrays.labels[mask])
+        for name, counts in self.class_counts.items():
+            table = ", ".join(f"{cls}={n}" for cls, n in zip(self.class_names, counts))
+            log.info("%s %s: %d images (%s)", self.name, name, sum(counts), table)
+
+    @property
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per class per split (after any carved validation split), in `EMOTIONS` order."""
+        return {
+            name: np.bincount(labels, minlength=self.num_classes).tolist()
+            for name, (_, labels) in self.splits.items()
+        }
+
+    def class_weights(self) -> torch.Tensor:
+        """'Balanced' weights n / (k * n_c) from the training split, for a class-weighted loss."""
+        counts = torch.tensor(self.class_counts["train"], dtype=torch.float)
+        return counts.sum() / (len(counts) * counts.clamp(min=1))
+
+    def _dataset(self, split: str, transform: Transform) -> FERDataset:
+        if not self.splits:
+            raise RuntimeError("call setup() before asking for data loaders")
+        images, labels = self.splits[split]
+        return FERDataset(images, labels, transform)
+
+    def _loader(self, dataset: FERDataset, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset("train", self.train_transform)
+        sampler = None
+        if self.weighted_sampling:
+            per_class = self.class_weights()
+            sampler = WeightedRandomSampler(per_class[dataset.labels], num_samples=len(dataset), replacement=True)
+        return self._loader(dataset, shuffle=True, batch_size=self.batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("val", self.eval_transform), False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._dataset("test", self.eval_transform), False, self.eval_batch_size)
+
+    def describe(self) -> dict:
+        """What a run records about its data in metrics.json and the loggers."""
+        return {
+            "dataset": self.name,
+            "synthetic": self.is_synthetic,
+            "val_split": self.val_source,
+            "class_names": list(self.class_names),
+            "class_counts": self.class_counts,
+        }
+
+
+class FER2013DataModule(FERDataModule):
+    """FER2013 from a folder, a .zip or a .csv; Training/PublicTest/PrivateTest -> train/val/test."""
+
+    name = "fer2013"
+
+    def __init__(
+        self,
+        root: str,
+        train_transform: Transform,
+        eval_transform: Transform,
+        download: bool = False,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(train_transform, eval_transform, **kwargs)
+        self.root = root
+        self.download = download
+        self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
+
+    def source(self) -> Path:
+        root = download_fer2013() if self.download and not Path(self.root).expanduser().exists() else self.root
+        return resolve_source(root)
+
+    def prepare_data(self) -> None:
+        # Decode on one process and fill the cache; `setup` on every process then reads the cache.
+        self.load_arrays()
+
+    def load_arrays(self) -> FERArrays:
+        source = self.source()
+        return load_or_build(source, self.cache_dir, lambda: read_source(source))
+
+
+class SyntheticFERDataModule(FERDataModule):
+    """Procedurally drawn faces (see `synthetic.py`): the demo and the tests run without downloading data.
+
+    Everything a synthetic run writes says `synthetic` (run dir, metrics.json, logger tags), so its numbers
+    are never mistaken for FER2013 results.
+    """
+
+    name = "synthetic"
+    is_synthetic = True
+
+    def __init__(
+        self,
+        train_transform: Transform,
+        eval_transform: Transform,
+        num_train: int = 3000,
+        num_val: int = 600,
+        num_test: int = 600,
+        seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(train_transform, eval_transform, **kwargs)
+        self.sizes = {TRAIN: num_train, VAL: num_val, TEST: num_test}
+        self.seed = seed
+
+    def load_arrays(self) -> FERArrays:
+        images, labels, splits = [], [], []
+        for code, count in self.sizes.items():
+            x, y = make_synthetic_faces(count, seed=self.seed * 10 + code)
+            images.append(x)
+            labels.append(y)
+            splits.append(np.full(count, code, dtype=np.uint8))
+        splits_all = np.concatenate(splits)
+        return FERArrays(
+            images=np.concatenate(images),
+            labels=np.concatenate(labels),
+            splits=splits_all,
+            names=np.array([f"synthetic:{SPLIT_NAMES[c]}:{i}" for i, c in enumerate(splits_all)]),
+        )
