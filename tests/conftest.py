@@ -95,7 +95,7 @@ def compose_train_cfg(output_dir: Path, overrides: list[str]) -> DictConfig:
     HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} interpolations resolve outside an app
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
+        del cfg["hydra"]  # as in a Hydra app, the job's config does not carry the `hydra` node
     return cfg
 
 
