@@ -50,7 +50,10 @@ def test_scratch_network_refuses_pretrained() -> None:
         create_network("scratch_cnn", num_classes=7, pretrained=True)
 
 
-def test_unavailable_pretrained_weights_fail_loudly_not_silently() -> None:
+def test_unavailable_pretrained_weights_fail_loudly_not_silently(monkeypatch: pytest.MonkeyPatch) -> None:
     """Offline (as in CI), asking for ImageNet weights must raise, never train from a random init."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, not after retries
     with pytest.raises(PretrainedWeightsUnavailable, match="model.pretrained=false"):
         create_network("resnet18", num_classes=7, pretrained=True)

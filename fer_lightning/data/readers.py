@@ -212,7 +212,9 @@ def read_csv(path: Path) -> FERArrays:
             try:
                 label = int(fields[i_emotion])
             except ValueError:
-                raise FER2013FormatError(f"{path}: row {row}: emotion '{fields[i_emotion]}' is not an integer")
+                raise FER2013FormatError(
+                    f"{path}: row {row}: emotion '{fields[i_emotion]}' is not an integer"
+                ) from None
             if not 0 <= label < len(EMOTIONS):
                 raise FER2013FormatError(f"{path}: row {row}: emotion {label} is outside 0-{len(EMOTIONS) - 1}")
             usage = fields[i_usage].strip()

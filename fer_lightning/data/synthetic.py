@@ -14,11 +14,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-# Mirrors fer_lightning.labels.EMOTIONS (the project-wide class order); kept local so this module needs only
-# numpy and OpenCV and can be imported, or copied, without the rest of the package.
-CLASS_NAMES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-NUM_CLASSES: int = len(CLASS_NAMES)
-ANGRY, DISGUST, FEAR, HAPPY, SAD, SURPRISE, NEUTRAL = range(NUM_CLASSES)
+from fer_lightning.labels import EMOTION_TO_ID, NUM_CLASSES
+
+# Class ids by name, so the drawings follow the project-wide order in `labels.py` whatever it is.
+ANGRY, DISGUST, FEAR, HAPPY, SAD, SURPRISE, NEUTRAL = (
+    EMOTION_TO_ID[name] for name in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+)
 _SUPERSAMPLE = 4  # draw at 4x and shrink with INTER_AREA: anti-aliased strokes at sub-pixel precision
 _AA = cv2.LINE_AA
 
