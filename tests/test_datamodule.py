@@ -87,3 +87,18 @@ def test_synthetic_data_is_deterministic_and_labelled_synthetic() -> None:
                                 num_test=14)
     dm.setup()
     assert dm.describe()["synthetic"] is True and dm.describe()["dataset"] == "synthetic"
+
+
+def test_the_source_is_read_once_across_fit_validate_and_test(tiny_fer: TinyFER, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import fer_lightning.data.datamodule as datamodule_module
+
+    reads = []
+    monkeypatch.setattr(datamodule_module, "load_or_build",
+                        lambda source, cache_dir, build: reads.append(source) or build())
+    dm = _dm(tiny_fer.zip, tmp_path / "c")
+    for stage in ("fit", "validate", "test"):  # what train() drives through Lightning
+        dm.prepare_data()
+        dm.setup(stage)
+    assert len(reads) == 1
+    assert dm._arrays is None  # the full arrays are not kept twice in memory

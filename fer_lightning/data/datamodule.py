@@ -71,14 +71,22 @@ class FERDataModule(LightningDataModule):
         self.num_classes: int = NUM_CLASSES
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.val_source: str = ""
+        self._arrays: FERArrays | None = None  # held only between prepare_data and setup
 
     def load_arrays(self) -> FERArrays:
         raise NotImplementedError
 
+    def prepare_data(self) -> None:
+        # Decode (and fill the cache) on one process; Lightning calls this before every fit/validate/test,
+        # so the loaded arrays are kept for `setup` and nothing is read twice.
+        if not self.splits and self._arrays is None:
+            self._arrays = self.load_arrays()
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        arrays = self.load_arrays()
+        arrays = self._arrays if self._arrays is not None else self.load_arrays()
+        self._arrays = None
         train = arrays.splits == TRAIN
         if arrays.has_official_val:
             val = arrays.splits == VAL
@@ -179,10 +187,6 @@ class FER2013DataModule(FERDataModule):
     def source(self) -> Path:
         root = download_fer2013() if self.download and not Path(self.root).expanduser().exists() else self.root
         return resolve_source(root)
-
-    def prepare_data(self) -> None:
-        # Decode on one process and fill the cache; `setup` on every process then reads the cache.
-        self.load_arrays()
 
     def load_arrays(self) -> FERArrays:
         source = self.source()
