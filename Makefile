@@ -7,7 +7,7 @@ install:  ## install fer_lightning with test and lint tools
 	$(PYTHON) -m pip install -e ".[dev]"
 
 demo:  ## train briefly on the built-in synthetic faces, then test the best checkpoint
-	$(PYTHON) -m fer_lightning data=synthetic trainer.max_epochs=5 trainer.accelerator=cpu
+	$(PYTHON) -m fer_lightning data=synthetic +experiment=compact_cnn trainer.max_epochs=5 trainer.accelerator=cpu
 
 test:  ## the test suite CI runs (real-FER2013 tests run when FER2013_ROOT is set)
 	$(PYTHON) -m pytest -m "not slow" -q

@@ -54,8 +54,12 @@ def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: Li
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     matrix = model.confusion_matrices.get("test")
     if matrix is not None:
-        label = "SYNTHETIC data (not FER2013)" if getattr(datamodule, "is_synthetic", False) else datamodule.name
-        title = f"test confusion matrix, {label}\nacc {metrics.get('test/acc', float('nan')):.4f}"
+        if getattr(datamodule, "is_synthetic", False):
+            split = "test split of SYNTHETIC faces (not FER2013)"
+        else:
+            official = getattr(datamodule, "val_source", "").startswith("official")
+            split = f"{datamodule.name} test split" + (" (PrivateTest)" if official else "")
+        title = f"{split}\naccuracy {metrics.get('test/acc', float('nan')):.4f}, checkpoint chosen on val"
         save_confusion_matrix(matrix, model.class_names, title, output_dir / "confusion_matrix.png")
 
 

@@ -42,3 +42,12 @@ def test_cli_unknown_experiment_lists_the_available_ones(tmp_path: Path) -> None
     result = _run(["+experiment=resnett", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path)
     assert result.returncode != 0
     assert "resnet" in result.stderr and "Could not find 'experiment/resnett'" in result.stderr
+
+
+def test_multirun_gives_each_job_its_own_run_dir(tmp_path: Path) -> None:
+    result = _run(["--multirun", "data=synthetic", "+experiment=compact_cnn,scratch_cnn", "+debug=fdr", "logger=csv",
+                   "callbacks.progress_bar=null", "data.num_train=56", "data.num_val=28", "data.num_test=28",
+                   f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.parent.name for p in (tmp_path / "logs").glob("train/multiruns/*/*/metrics.json"))
+    assert jobs == ["0_synthetic_compact_cnn", "1_synthetic_scratch_cnn"]
