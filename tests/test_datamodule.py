@@ -87,6 +87,7 @@ def test_synthetic_data_is_deterministic_and_labelled_synthetic() -> None:
                                 num_test=14)
     dm.setup()
     assert dm.describe()["synthetic"] is True and dm.describe()["dataset"] == "synthetic"
+    assert "synthetic" in dm.val_source and "PublicTest" not in dm.val_source
 
 
 def test_the_source_is_read_once_across_fit_validate_and_test(tiny_fer: TinyFER, tmp_path: Path,

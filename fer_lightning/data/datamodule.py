@@ -42,6 +42,7 @@ class FERDataModule(LightningDataModule):
 
     name = "fer"
     is_synthetic = False
+    official_val_source = "official (PublicTest)"  # how `val_source` reads when the source has its own val split
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class FERDataModule(LightningDataModule):
         train = arrays.splits == TRAIN
         if arrays.has_official_val:
             val = arrays.splits == VAL
-            self.val_source = "official (PublicTest)"
+            self.val_source = self.official_val_source
         else:
             carved = stratified_val_split(arrays.labels[train], self.val_fraction, self.split_seed)
             val = np.zeros_like(train)
@@ -202,6 +203,7 @@ class SyntheticFERDataModule(FERDataModule):
 
     name = "synthetic"
     is_synthetic = True
+    official_val_source = "generated (a separately seeded set of synthetic faces)"
 
     def __init__(
         self,
