@@ -81,7 +81,7 @@ class FERClassifier(LightningModule):
         return self.net(x)
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.trainer.datamodule  # Lightning calls setup only with a trainer attached
         if stage == "fit" and self.hparams.class_weighted_loss and datamodule is not None:
             self.class_weights.copy_(datamodule.class_weights())
 
@@ -158,7 +158,7 @@ class FERClassifier(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the exact evaluation preprocessing and data description, so inference can match training."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.trainer.datamodule
         extra: dict[str, Any] = {"class_names": list(self.class_names)}
         if datamodule is not None:
             import albumentations as A
