@@ -6,7 +6,7 @@ import netrc
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def wandb_offline() -> bool:
@@ -27,9 +27,22 @@ def wandb_offline() -> bool:
         return True
 
 
+def symmetric_range(limit: float, strength: float) -> ListConfig:
+    """`[-limit*s, limit*s]`: one `transforms.strength` knob scales every augmentation range (for searches)."""
+    return OmegaConf.create([-float(limit) * float(strength), float(limit) * float(strength)])
+
+
+def scale_range(delta: float, strength: float) -> ListConfig:
+    """`[1 - delta*s, 1 + delta*s]` for zoom-style augmentations."""
+    return OmegaConf.create([1.0 - float(delta) * float(strength), 1.0 + float(delta) * float(strength)])
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("fer_wandb_offline"):
-        OmegaConf.register_new_resolver("fer_wandb_offline", wandb_offline)
+    resolvers = {"fer_wandb_offline": wandb_offline, "fer_sym": symmetric_range, "fer_scale": scale_range,
+                 "fer_mul": lambda a, b: float(a) * float(b)}
+    for name, function in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
 
 
 register_resolvers()

@@ -54,6 +54,7 @@ def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: Li
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     matrix = model.confusion_matrices.get("test")
     if matrix is not None:
+        (output_dir / "confusion_matrix.json").write_text(json.dumps(matrix.tolist()) + "\n")
         if getattr(datamodule, "is_synthetic", False):
             split = "test split of SYNTHETIC faces (not FER2013)"
         else:
@@ -111,6 +112,9 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,
         "experiment": cfg.get("experiment_name"),
         "backbone": model.hparams.backbone,
         "pretrained": model.hparams.pretrained,
+        "pretrained_file": model.hparams.pretrained_file,
+        "finetune": model.hparams.finetune,
+        "gray_input": model.hparams.gray_input,
         "input_size": model.hparams.input_size,
         "params": sum(p.numel() for p in model.parameters()),
         "seed": cfg.get("seed"),

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning import LightningModule
+from lightning import Callback, LightningModule
+from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.models.factory import create_network
 
@@ -52,16 +54,31 @@ class FERClassifier(LightningModule):
         input_std: float = 0.25,
         label_smoothing: float = 0.0,
         class_weighted_loss: bool = False,
+        pretrained_file: str | None = None,
+        gray_input: str = "sum",
+        finetune: str = "full",
+        unfreeze_at_epoch: int = 1,
+        backbone_lr_factor: float = 1.0,
     ) -> None:
+        """`gray_input`: "sum" (timm in_chans=1: RGB filters summed; default, as exact and 3x cheaper in the
+        first conv) or "repeat" (a 3-channel network fed the gray image three times).
+        `finetune`: "full" (everything trains; backbone at `backbone_lr_factor` x lr), "linear_probe" (frozen
+        backbone, only the classifier trains) or "staged" (frozen until `unfreeze_at_epoch`, then joins at
+        `backbone_lr_factor` x lr)."""
         super().__init__()
         if len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
+        if gray_input not in ("sum", "repeat"):
+            raise ValueError(f"model.gray_input must be 'sum' or 'repeat', got '{gray_input}'")
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"model.finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = tuple(class_names)
-        self.net = create_network(backbone, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained,
-                                  drop_rate=drop_rate, input_size=input_size)
+        net_in_chans = 3 if gray_input == "repeat" else in_chans
+        self.net = create_network(backbone, num_classes=num_classes, in_chans=net_in_chans, pretrained=pretrained,
+                                  drop_rate=drop_rate, input_size=input_size, pretrained_file=pretrained_file)
         self.register_buffer("class_weights", torch.ones(num_classes))
         self.train_metrics = _stage_metrics(num_classes)
         self.val_metrics = _stage_metrics(num_classes)
@@ -74,11 +91,36 @@ class FERClassifier(LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FERClassifier:
         """Inference-ready model from a checkpoint alone (no config, no weight download)."""
-        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False)
+        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, pretrained_file=None)
         return model.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.gray_input == "repeat":
+            x = x.expand(-1, 3, -1, -1)
         return self.net(x)
+
+    def head_module(self) -> nn.Module:
+        return self.net.get_classifier()
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The largest submodules of the network that hold no classifier parameter (what fine-tuning freezes)."""
+        head = set(self.head_module().modules())
+
+        def outside_head(module: nn.Module) -> list[nn.Module]:
+            found = []
+            for child in module.children():
+                if child in head:
+                    continue
+                found += outside_head(child) if head & set(child.modules()) else [child]
+            return found
+
+        return outside_head(self.net)
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.hparams.finetune == "full":
+            return []
+        return [FinetuneSchedule(self.hparams.finetune, self.hparams.unfreeze_at_epoch,
+                                 self.hparams.backbone_lr_factor)]
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule  # Lightning calls setup only with a trainer attached
@@ -146,7 +188,15 @@ class FERClassifier(LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer configured (model.optimizer); a loaded checkpoint can only predict")
-        optimizer = self.optimizer_factory(params=self.trainer.model.parameters())
+        head_ids = {id(p) for p in self.head_module().parameters()}
+        head = [p for p in self.net.parameters() if id(p) in head_ids]
+        backbone = [p for p in self.net.parameters() if id(p) not in head_ids and p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": head, "name": "head"}]
+        if backbone:  # frozen (linear probe / staged) backbones join later or never
+            lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            factor = self.hparams.backbone_lr_factor
+            groups.append({"params": backbone, "name": "backbone", **({"lr": lr * factor} if lr else {})})
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -54,6 +54,10 @@ class SeedCNN(nn.Module):
             nn.Linear(512, num_classes),
         )
 
+    def get_classifier(self) -> nn.Module:
+        """The dense head, timm-style, so fine-tuning strategies treat every network alike."""
+        return self.classifier
+
     def regularization_loss(self) -> torch.Tensor:
         convs_512 = (m for m in self.features if isinstance(m, nn.Conv2d) and m.out_channels == 512)
         return self.l2 * sum(conv.weight.pow(2).sum() for conv in convs_512)
@@ -84,6 +88,9 @@ class CompactCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate),
                                   nn.Linear(c_in, num_classes))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
