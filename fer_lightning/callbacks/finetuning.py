@@ -43,6 +43,8 @@ class FinetuneSchedule(BaseFinetuning):
     def finetune_function(self, pl_module: LightningModule, epoch: int, optimizer: Optimizer) -> None:
         if self.mode != "staged" or epoch != self.unfreeze_at_epoch:
             return
+        for module in self._frozen_bn:
+            module.train()
         self._frozen_bn = []
         lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_factor
         self.unfreeze_and_add_param_group(pl_module.backbone_modules(), optimizer, lr=lr, train_bn=True)

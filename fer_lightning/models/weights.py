@@ -35,7 +35,9 @@ def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PretrainedWeightsError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
     state = OrderedDict(obj)
-    for prefix in ("module.", "net.", "model."):  # DDP, this project's LightningModule, other wrappers
+    if any(k.startswith("net.") for k in state):  # a fer_lightning checkpoint: the network, not its metrics
+        state = OrderedDict((k[4:], v) for k, v in state.items() if k.startswith("net."))
+    for prefix in ("module.", "model."):  # DDP and other wrappers
         if state and all(k.startswith(prefix) for k in state):
             state = OrderedDict((k[len(prefix):], v) for k, v in state.items())
     return state
