@@ -141,7 +141,7 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
 def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per experiment: mean/std over seeds of the scores, mean costs; best PublicTest mean first.
 
-    Keys: experiment, n, seeds, dataset, synthetic, finetune, pretrained, `<score>_mean`/`<score>_std` for
+    Keys: experiment, n, seeds, dataset, synthetic, backbone, finetune, pretrained, `<score>_mean`/`<score>_std` for
     val/acc, test/acc, val/f1_macro, test/f1_macro, the cost means (params, train_time_s, epochs,
     train/images_per_s), `val_test_gap` (mean of val/acc - test/acc) and `test/acc_<class>` means.
     """
@@ -152,7 +152,8 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "experiment": name, "n": len(group), "seeds": [r.metrics.get("seed") for r in group],
             "dataset": group[0].metrics.get("dataset"), "synthetic": any(r.metrics.get("synthetic") for r in group),
-            "finetune": group[0].metrics.get("finetune"), "pretrained": group[0].metrics.get("pretrained"),
+            "backbone": group[0].metrics.get("backbone"), "finetune": group[0].metrics.get("finetune"),
+            "pretrained": group[0].metrics.get("pretrained"),
             "val_test_gap": _mean_std([v - t for v, t in zip(values["val/acc"], values["test/acc"])])[0],
         }
         for key, column in values.items():
@@ -219,7 +220,7 @@ def curves_figure(runs: list[Run], summary: list[dict[str, Any]]) -> Figure | No
                         per_epoch[epoch].append(value)
             epochs = sorted(per_epoch)
             if epochs:
-                ax.plot(epochs, [np.mean(per_epoch[e]) for e in epochs], color=colour,
+                ax.plot(epochs, [np.mean(per_epoch[e]) for e in epochs], color=colour, marker="o", markersize=3,
                         label=f"{row['experiment']} (n={len(logged)})")
                 ax.fill_between(epochs, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs],
                                 color=colour, alpha=0.2)
@@ -324,9 +325,13 @@ def write_report(runs: list[Run], failed: list[FailedRun], out_dir: Path) -> Pat
         if job.log_tail:
             lines += ["", "  ```", *(f"  {line}" for line in job.log_tail.splitlines()), "  ```"]
     lines += ["", "## Figures", ""]
-    for name, fig in figures(runs, summary).items():
+    saved = figures(runs, summary)
+    for name, fig in saved.items():
         fig.savefig(out_dir / name)
         lines += [f"![{name[:-4]}]({name})", ""]
+    lines += [f"No {name[:-4].replace('_', ' ')}: no run wrote {source}.\n" for name, source in
+              (("curves.png", "csv/metrics.csv (CSV logger off)"), ("confusion_matrices.png", "confusion_matrix.json"))
+              if name not in saved]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -65,6 +65,8 @@ def test_wandb_offline_run_has_the_metrics_config_and_media(synthetic_run) -> No
     assert run["config"]["model"]["backbone"] == "compact_cnn"
     assert "synthetic" in run["config"]["tags"]
     assert any(f.startswith("media/images/test/confusion_matrix") for f in run["files"])
+    assert any(f.startswith("media/table/test/samples") for f in run["files"])
+    assert any(f.startswith("media/table/test/per_class") for f in run["files"])
 
 
 def test_checkpoint_alone_rebuilds_the_model_and_its_preprocessing(synthetic_run) -> None:
