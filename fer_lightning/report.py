@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fer_lightning.labels import EMOTIONS
+from fer_lightning.plots import draw_confusion_matrix
 
 SYNTHETIC_WARNING = "SYNTHETIC DATA: not FER2013 results"
 SCORES = ("val/acc", "test/acc", "val/f1_macro", "test/f1_macro")
@@ -255,16 +256,10 @@ def confusion_figure(runs: list[Run], summary: list[dict[str, Any]]) -> Figure |
     ncols = min(len(matrices), 3)
     nrows = math.ceil(len(matrices) / ncols)
     fig, axes = _figure(4.6 * ncols, 4.4 * nrows + 0.3, nrows, ncols)
-    ticks = np.arange(len(EMOTIONS))
     for ax, (name, (counts, n)) in zip(axes, matrices.items()):
-        recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
-        for i, j in np.ndindex(recall.shape):
-            ax.text(j, i, f"{recall[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                    color="white" if recall[i, j] > 0.5 else "black")
-        ax.set_xticks(ticks, EMOTIONS, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(ticks, EMOTIONS, fontsize=8)
-        ax.set(title=f"{name} (n={n})", xlabel="predicted", ylabel="true")
+        draw_confusion_matrix(ax, counts, EMOTIONS, show_counts=False, fontsize=6.5)
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{name} (n={n})")
     for ax in axes[len(matrices):]:
         ax.axis("off")
     fig.suptitle("PrivateTest confusion matrices (summed over seeds, rows normalised)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
@@ -38,7 +37,6 @@ class WandbConfusionMatrix(Callback):
                 "test/per_class": wandb.Table(columns=["class", "support", "accuracy"], data=per_class),
                 "test/samples": samples,
             })
-        plt.close(fig)
 
     def _sample_rows(self, pl_module: LightningModule, datamodule, names: list[str], wandb) -> list[list]:
         images, labels = datamodule.splits["test"]
