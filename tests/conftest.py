@@ -112,3 +112,53 @@ requires_fer2013 = pytest.mark.skipif(
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+# --- Inference fixtures -------------------------------------------------------------------------------------
+
+YUNET_ENV = "FER_LIGHTNING_YUNET_MODEL"  # .ci/run points it at ../shared/models/face_detection_yunet.onnx
+
+
+def yunet_model_file() -> str | None:
+    path = os.environ.get(YUNET_ENV)
+    if path and Path(path).is_file():
+        return path
+    shared = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
+    return str(shared) if shared.is_file() else None
+
+
+requires_yunet = pytest.mark.skipif(
+    yunet_model_file() is None, reason=f"{YUNET_ENV} is not set (YuNet model file not available)"
+)
+
+
+def face_photo() -> np.ndarray:
+    """A real photo with one frontal face (BGR, 512x512): scikit-image's public-domain NASA astronaut portrait.
+
+    Both Haar and YuNet find the face at about (178, 63, 90, 113); it is the only face in the picture.
+    """
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def face_crop() -> np.ndarray:
+    """The astronaut's face alone, about 150x150 BGR, for the "input is already a face crop" path."""
+    return face_photo()[40:190, 150:300].copy()
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real compact-CNN checkpoint written by `train` (2 epochs on synthetic faces, no logger), for inference."""
+    from fer_lightning.train import train
+
+    out = tmp_path_factory.mktemp("inference_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FER_LIGHTNING_CACHE", str(out / "cache"))
+        cfg = compose_train_cfg(out, [
+            "data=synthetic", "+experiment=compact_cnn", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+            "data.num_train=700", "data.num_val=140", "data.num_test=140", "logger=none",
+            "callbacks.progress_bar=null", "seed=3",
+        ])
+        metrics, _ = train(cfg)
+    return Path(metrics["best_ckpt_path"])

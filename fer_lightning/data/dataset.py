@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-Transform = Callable[..., dict]
+from fer_lightning.preprocessing import Transform, prepare_face
 
 
 def to_model_input(image: np.ndarray, transform: Transform) -> torch.Tensor:
     """Apply an albumentations pipeline to one uint8 HxW face and return a (1, H, W) float tensor.
 
-    Training, evaluation and inference all go through this function, so the classifier always sees a face
-    prepared the same way.
+    Training, evaluation and inference all go through :func:`fer_lightning.preprocessing.prepare_face`, so the
+    classifier always sees a face prepared the same way.
     """
-    out = transform(image=image)["image"]
-    if out.dtype != np.float32:
-        raise TypeError(
-            f"the transform pipeline returned {out.dtype}; it must end with albumentations.Normalize "
-            "(see conf/transforms/) so the model gets normalised float32 input"
-        )
-    tensor = torch.from_numpy(np.ascontiguousarray(out))
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return torch.from_numpy(prepare_face(image, transform))
 
 
 class FERDataset(Dataset):
