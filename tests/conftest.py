@@ -147,9 +147,16 @@ def face_crop() -> np.ndarray:
     return face_photo()[40:190, 150:300].copy()
 
 
+@dataclass
+class TrainedRun:
+    checkpoint: Path
+    datamodule: object  # the SyntheticFERDataModule the model was trained and tested with
+    model: object  # the trained FERClassifier as `train` left it
+
+
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real compact-CNN checkpoint written by `train` (2 epochs on synthetic faces, no logger), for inference."""
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A real compact-CNN run by `train` (2 epochs on synthetic faces, no logger), for the inference tests."""
     from fer_lightning.train import train
 
     out = tmp_path_factory.mktemp("inference_run")
@@ -160,5 +167,10 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "data.num_train=700", "data.num_val=140", "data.num_test=140", "logger=none",
             "callbacks.progress_bar=null", "seed=3",
         ])
-        metrics, _ = train(cfg)
-    return Path(metrics["best_ckpt_path"])
+        metrics, objects = train(cfg)
+    return TrainedRun(Path(metrics["best_ckpt_path"]), objects["datamodule"], objects["model"])
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_run: TrainedRun) -> Path:
+    return trained_run.checkpoint

@@ -1,0 +1,262 @@
+"""The emotion finder's command line: ``python -m fer_lightning.predict input=PATH [key=value ...]``.
+
+Input is a photo, a folder of photos, a video file or ``webcam:N``. Writes ``predictions.jsonl`` (one record
+per face per frame), optionally ``predictions.csv``, annotated images or an annotated video, and
+``summary.json`` (counts, unreadable files, measured fps). Without ``ckpt_path`` the model shipped with the
+package is used. ``python -m fer_lightning.predict --help`` lists every key.
+
+The CLI is plain key=value over a typed dataclass (OmegaConf), not a Hydra app: inference needs no config
+groups or sweeps, and it must work from an installed package with no ``conf/`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fer_lightning.inference.annotate import annotate
+from fer_lightning.inference.recognizer import EmotionRecognizer, FaceRecord
+from fer_lightning.inference.video import (
+    Frame,
+    InputError,
+    InputSpec,
+    Unreadable,
+    VideoStream,
+    iter_folder,
+    read_image,
+    resolve_input,
+)
+from fer_lightning.inference.writers import PredictionWriter
+
+EXIT_BAD_INPUT = 2  # nothing was processed: missing or unreadable input, bad argument
+EXIT_SOME_UNREADABLE = 3  # a folder was processed, but some of its files could not be read
+
+
+@dataclass
+class PredictConfig:
+    input: str | None = None  # photo, folder, video file or webcam:N
+    ckpt_path: str | None = None  # a .ckpt (PyTorch) or .onnx (onnxruntime) model; default: the shipped model
+    output: str | None = None  # default: outputs/predict/<timestamp>
+    detector: str = "auto"  # auto (YuNet if its model is available, else Haar) | yunet | haar | none
+    yunet_model: str | None = None  # YuNet .onnx file; default: $FER_LIGHTNING_YUNET_MODEL, cache, download
+    device: str = "cpu"
+    min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
+    largest_only: bool = False  # keep only the largest face per frame
+    margin: float = 0.1  # widen each squared face box by this fraction per side (FER2013 framing)
+    face_crop: bool = False  # every input image is already one face: skip detection
+    every_n_frames: int = 1  # video/webcam: process every n-th frame
+    fps: float | None = None  # video/webcam: target frames per second (a frame step for files)
+    max_frames: int | None = None  # video/webcam: stop after this many processed frames
+    duration_s: float | None = None  # webcam: stop after this many seconds (Ctrl+C also stops cleanly)
+    annotate: bool = True  # write annotated images / video
+    csv: bool = False  # also write predictions.csv
+    progress: bool = True  # progress bar with the running fps
+
+
+USAGE = __doc__.split("\n\n")[0] + "\n\nKeys (key=value):\n" + "\n".join(
+    f"  {f.name}={f.default!r}" for f in fields(PredictConfig)
+)
+
+
+def parse_args(argv: list[str]) -> PredictConfig:
+    """key=value arguments onto the typed defaults; an unknown key or a wrong type is an error naming it."""
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        raise ValueError(f"arguments must be key=value, got {bad}; see --help")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(PredictConfig), OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{err.msg if hasattr(err, 'msg') else err}; see --help") from err
+    return PredictConfig(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
+
+
+def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
+    yunet = cfg.detector in ("yunet", "auto") and cfg.yunet_model
+    return EmotionRecognizer.from_checkpoint(
+        cfg.ckpt_path, detector=cfg.detector, device=cfg.device, min_face_size=cfg.min_face_size,
+        largest_only=cfg.largest_only, margin=cfg.margin,
+        detector_options={"model_path": cfg.yunet_model} if yunet else None,
+    )
+
+
+def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
+        capture_factory: Any = cv2.VideoCapture) -> dict[str, Any]:
+    """Run the emotion finder over ``cfg.input``; returns the summary that is also written to summary.json."""
+    if not cfg.input:
+        raise InputError("no input given: pass input=PATH (a photo, a folder, a video file) or input=webcam:0")
+    spec = resolve_input(cfg.input)
+    stream = None
+    if spec.kind in ("video", "webcam"):
+        stream = VideoStream(spec, every_n_frames=cfg.every_n_frames, fps=cfg.fps, max_frames=cfg.max_frames,
+                             duration_s=cfg.duration_s, capture_factory=capture_factory)
+    elif spec.kind == "image":
+        read_image(spec.path)  # a single unreadable photo fails now, before any output is written
+    recognizer = recognizer or build_recognizer(cfg)
+    output = Path(cfg.output or Path("outputs", "predict", datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")))
+    output.mkdir(parents=True, exist_ok=True)
+    frames: Any = _frames(spec, stream)
+    counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
+    unreadable: list[dict[str, str]] = []
+    annotated: _AnnotatedOutput | None = _AnnotatedOutput(output, spec, stream) if cfg.annotate else None
+    interrupted = False
+    started = time.perf_counter()
+    with PredictionWriter(output, recognizer.class_names, write_csv=cfg.csv) as writer, \
+            _progress(cfg.progress, spec, stream) as advance:
+        try:
+            for item in frames:
+                if isinstance(item, Unreadable):
+                    unreadable.append({"source": item.source, "error": item.error})
+                    advance(counts, started)
+                    continue
+                faces = recognizer.predict(item.image, face_crop=cfg.face_crop)
+                writer.write(item, faces)
+                counts["frames"] += 1
+                counts["faces"] += len(faces)
+                counts["frames_without_face"] += not faces
+                if annotated is not None:
+                    annotated.write(item, faces)
+                advance(counts, started)
+        except KeyboardInterrupt:
+            interrupted = True  # a webcam is stopped this way; everything so far is already written
+        finally:
+            if annotated is not None:
+                annotated.close()
+    wall_s = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "input": spec.name, "kind": spec.kind, "model": str(cfg.ckpt_path or "shipped"),
+        "detector": recognizer.detector.name, **counts, "unreadable": unreadable,
+        "wall_s": round(wall_s, 3), "fps": round(counts["frames"] / wall_s, 2) if wall_s > 0 else None,
+        "interrupted": interrupted, "output": str(output), "predictions": str(writer.jsonl_path),
+        "csv": str(writer.csv_path) if writer.csv_path else None,
+        "annotated": [str(p) for p in annotated.paths] if annotated is not None else [],
+        "config": asdict(cfg),
+    }
+    if stream is not None and stream.frame_count is not None and stream.frames_read < stream.frame_count \
+            and not (cfg.max_frames or cfg.duration_s or interrupted):
+        summary["warning"] = (f"the video ended at frame {stream.frames_read} of the {stream.frame_count} "
+                              "its header announces (truncated or damaged file)")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _frames(spec: InputSpec, stream: VideoStream | None) -> Any:
+    if stream is not None:
+        return iter(stream)
+    if spec.kind == "folder":
+        return iter_folder(spec.path)
+    return iter([Frame(str(spec.path), 0, None, read_image(spec.path))])
+
+
+class _AnnotatedOutput:
+    """Annotated copies: one image per photo (folder layout mirrored) or one video per video/webcam input."""
+
+    def __init__(self, output: Path, spec: InputSpec, stream: VideoStream | None) -> None:
+        self.dir = output / "annotated"
+        self.spec = spec
+        self.stream = stream
+        self.writer: cv2.VideoWriter | None = None
+        self.paths: list[Path] = []
+
+    def write(self, frame: Frame, faces: list[FaceRecord]) -> None:
+        image = annotate(frame.image, faces)
+        if self.stream is None:
+            source = Path(frame.source)
+            relative = source.relative_to(self.spec.path) if self.spec.kind == "folder" else Path(source.name)
+            path = (self.dir / relative).with_suffix(".jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), image):
+                raise OSError(f"could not write annotated image {path}")
+            self.paths.append(path)
+            return
+        if self.writer is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            stem = f"webcam_{self.spec.camera}" if self.spec.kind == "webcam" else self.spec.path.stem
+            path = self.dir / f"{stem}.mp4"
+            height, width = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.stream.output_fps,
+                                          (width, height))
+            if not self.writer.isOpened():
+                raise OSError(f"could not open a video writer for {path}")
+            self.paths.append(path)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class _progress:
+    """A Rich progress bar with the running fps, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, spec: InputSpec, stream: VideoStream | None) -> None:
+        self.enabled = enabled
+        self.total = stream.expected_frames if stream is not None else None
+        if spec.kind == "folder":
+            from fer_lightning.inference.video import list_folder_files
+
+            self.total = len(list_folder_files(spec.path))
+        elif spec.kind == "image":
+            self.total = 1
+        self.progress: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda counts, started: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[fps]}"), transient=False)
+        self.progress.start()
+        task = self.progress.add_task("predict", total=self.total, fps="")
+
+        def advance(counts: dict[str, int], started: float) -> None:
+            elapsed = time.perf_counter() - started
+            fps = f"{counts['frames'] / elapsed:.1f} frames/s" if elapsed > 0 else ""
+            self.progress.update(task, advance=1, fps=fps)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(USAGE)
+        return 0
+    try:
+        cfg = parse_args(argv)
+        summary = run(cfg)
+    except (InputError, ValueError, FileNotFoundError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{summary['frames']} frame(s), {summary['faces']} face(s), {summary['frames_without_face']} without a "
+          f"face, {summary['fps']} frames/s, detector {summary['detector']}")
+    print(f"predictions: {summary['predictions']}")
+    for path in summary["annotated"][:3]:
+        print(f"annotated: {path}")
+    if len(summary["annotated"]) > 3:
+        print(f"annotated: ... {len(summary['annotated'])} files in {Path(summary['output']) / 'annotated'}")
+    if summary.get("warning"):
+        print(f"warning: {summary['warning']}", file=sys.stderr)
+    if summary["unreadable"]:
+        print(f"{len(summary['unreadable'])} file(s) could not be read (listed in summary.json):", file=sys.stderr)
+        for item in summary["unreadable"]:
+            print(f"  {item['error']}", file=sys.stderr)
+        return EXIT_SOME_UNREADABLE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
