@@ -1,0 +1,1 @@
+"""Face detection, emotion classification and their run-time paths (PyTorch or onnxruntime)."""

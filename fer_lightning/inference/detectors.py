@@ -1,0 +1,351 @@
+"""Face detectors behind one small interface: OpenCV's YuNet (default), a Haar cascade, or "the image is the face".
+
+This module deliberately imports neither torch nor anything that does: the onnxruntime inference path uses it on
+machines without torch. Everything here is numpy + OpenCV + the standard library.
+
+Detectors return boxes in the pixel coordinates of the image they were given, whatever resizing they do
+internally, so callers can crop the original image directly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+YUNET_URL = (
+    "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
+)
+YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
+YUNET_ENV = "FER_LIGHTNING_YUNET_MODEL"
+CACHE_ENV = "FER_LIGHTNING_CACHE"
+DOWNLOAD_TIMEOUT_S = 10.0
+# OpenCV's YuNet (checked with 4.14) returns garbage (inf coordinates, or a stale "face" with score ~0.95) on a
+# blank image when either side is <= 32 px, its largest stride; smaller inputs are padded up to this size.
+YUNET_MIN_INPUT = 64
+
+_YUNET_ADVICE = (
+    f"Fix: pass model_path=... (a local copy of {YUNET_FILENAME}), set {YUNET_ENV}=/path/to/model.onnx, "
+    f"or use detector='haar', which needs no download."
+)
+
+
+class DetectorUnavailable(RuntimeError):
+    """A detector cannot be built on this machine (missing model file, no network, cascade not shipped)."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: ``box`` is (x, y, w, h) in pixels of the input image, already clipped to it.
+
+    ``score`` is the detector's own confidence and is only comparable between detections of the same detector:
+    YuNet gives a 0..1 face probability, a Haar cascade gives its unbounded level weight (larger = more
+    confident; typically ~1-10 for real faces), and :class:`WholeImageDetector` always gives 1.0.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """What the recogniser needs from a detector; any object with these two members can be passed in."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """uint8 BGR (HxWx3), BGRA (HxWx4) or gray (HxW / HxWx1) image -> faces, most confident first."""
+        ...
+
+
+# --- Image helpers --------------------------------------------------------------------------------------------
+
+
+def _validate(image: np.ndarray) -> np.ndarray:
+    """Reject what OpenCV would otherwise fail on with an opaque assertion deep inside C++."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise TypeError(
+            f"image must be uint8 (0..255, as cv2.imread returns), got dtype {image.dtype} with shape {image.shape}"
+        )
+    valid_shape = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))
+    if not valid_shape:
+        raise ValueError(
+            f"image must be gray (H, W), (H, W, 1), BGR (H, W, 3) or BGRA (H, W, 4), got shape {image.shape}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty, got shape {image.shape}")
+    return image
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(image, code)
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Shrink big photos before detection: detectors cost ~O(pixels) and a 4K frame's faces stay large enough.
+
+    Returns the (possibly) resized image and the factor that maps original -> resized coordinates.
+    Small images are never upscaled: that would only slow detection down without making faces sharper.
+    """
+    height, width = image.shape[:2]
+    longest = max(height, width)
+    if max_side is None or longest <= max_side:
+        return image, 1.0
+    scale = max_side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _to_detections(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Detection]:
+    """Map boxes back to original pixels, clip them to the image, drop empty ones, most confident first."""
+    height, width = shape[:2]
+    detections = []
+    for (x, y, w, h), score in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.ravel(scores)):
+        if not np.isfinite([x, y, w, h, score]).all():
+            continue
+        x0 = min(max(round(x / scale), 0), width)
+        y0 = min(max(round(y / scale), 0), height)
+        x1 = min(max(round((x + w) / scale), 0), width)
+        y1 = min(max(round((y + h) / scale), 0), height)
+        if x1 > x0 and y1 > y0:
+            detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), score=float(score)))
+    return sorted(detections, key=lambda d: d.score, reverse=True)
+
+
+def _check_max_side(max_side: int | None) -> int | None:
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels or None, got {max_side}")
+    return max_side
+
+
+# --- Haar cascade ---------------------------------------------------------------------------------------------
+
+
+class HaarDetector:
+    """OpenCV's Viola-Jones cascade: no model download, but misses tilted/side faces more often than YuNet.
+
+    Histogram equalisation is off by default: it helps on dark, low-contrast frames but raises false positives
+    on textured backgrounds, and the cascade was trained on unequalised faces. Turn it on with ``equalize=True``.
+    ``min_size`` is in pixels of the input image (it is scaled with the image when ``max_side`` shrinks it; the
+    cascade's own 24x24 window remains the floor).
+    """
+
+    name = "haar"
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", scale_factor: float = 1.1,
+                 min_neighbors: int = 5, min_size: int = 24, max_side: int | None = 1280,
+                 equalize: bool = False) -> None:
+        self.cascade_path = self._resolve(cascade)
+        self.classifier = cv2.CascadeClassifier(self.cascade_path)
+        if self.classifier.empty():
+            raise DetectorUnavailable(
+                f"could not load the Haar cascade {self.cascade_path!r}. opencv-python-headless>=5 no longer ships "
+                f"the cascade files (this project requires opencv-python-headless<5); pass cascade=/path/to/file.xml "
+                f"or use detector='yunet'."
+            )
+        if scale_factor <= 1.0:
+            raise ValueError(f"scale_factor must be > 1 (the pyramid step), got {scale_factor}")
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = int(min_size)
+        self.max_side = _check_max_side(max_side)
+        self.equalize = equalize
+
+    @staticmethod
+    def _resolve(cascade: str) -> str:
+        """A path that exists is used as is; a bare file name is looked up among the cascades OpenCV ships."""
+        if Path(cascade).is_file():
+            return str(cascade)
+        data = getattr(cv2, "data", None)
+        folder = getattr(data, "haarcascades", "") if data is not None else ""
+        return str(Path(folder) / cascade) if folder else str(cascade)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        image = _validate(image)
+        gray, scale = _downscale(_to_gray(image), self.max_side)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
+        min_side = max(1, round(self.min_size * scale))
+        # outputRejectLevels=True is what makes OpenCV return a confidence (the level weight) per box.
+        boxes, _levels, weights = self.classifier.detectMultiScale3(
+            np.ascontiguousarray(gray), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side), outputRejectLevels=True,
+        )
+        if len(boxes) == 0:
+            return []
+        return _to_detections(np.asarray(boxes), np.asarray(weights), scale, image.shape)
+
+    def __repr__(self) -> str:
+        return (f"HaarDetector(cascade={Path(self.cascade_path).name!r}, scale_factor={self.scale_factor}, "
+                f"min_neighbors={self.min_neighbors}, min_size={self.min_size}, max_side={self.max_side})")
+
+
+# --- YuNet ----------------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path:
+    """Same rule as :func:`fer_lightning.data.cache.default_cache_dir`, repeated to keep this module import-light."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "fer_lightning"))
+
+
+def _download(url: str, target: Path) -> None:
+    """Download to a temporary file beside ``target`` and rename it into place.
+
+    The rename is atomic, so an interrupted download never leaves a truncated file that a later run would trust;
+    the file is also checked to load as a YuNet model before it is published.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix must stay ".onnx": OpenCV picks the model format from the file extension.
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part.onnx", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 16):
+                out.write(chunk)
+        try:
+            cv2.FaceDetectorYN.create(str(tmp), "", (320, 320))
+        except cv2.error as exc:
+            raise OSError(f"the downloaded file is not a loadable ONNX model ({exc})") from exc
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def yunet_model_path(model_path: str | Path | None = None, download: bool = True) -> Path:
+    """Where the YuNet ONNX file is, downloading it once into the cache if needed.
+
+    Order: explicit ``model_path``; ``$FER_LIGHTNING_YUNET_MODEL``; ``<cache>/models/face_detection_yunet_2023mar.onnx``
+    (cache = ``$FER_LIGHTNING_CACHE`` or ``~/.cache/fer_lightning``); else a download from :data:`YUNET_URL`.
+    An explicit path or variable that points nowhere is an error rather than a silent fallback, so a typo never
+    quietly triggers a download or uses a different model.
+    """
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"YuNet model file not found: {str(path)!r} (given as model_path)")
+        return path
+    env_value = os.environ.get(YUNET_ENV)
+    if env_value:
+        path = Path(env_value).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{YUNET_ENV} points to {str(path)!r}, which is not a file")
+        return path
+    cached = _cache_dir() / "models" / YUNET_FILENAME
+    if cached.is_file():
+        return cached
+    if not download:
+        raise DetectorUnavailable(
+            f"the YuNet face-detection model is not in the cache ({cached}) and download=False. {_YUNET_ADVICE}"
+        )
+    try:
+        _download(YUNET_URL, cached)
+    except Exception as exc:  # noqa: BLE001 - any failure (DNS, TLS, HTTP, timeout, disk) gets the same advice
+        raise DetectorUnavailable(
+            f"the YuNet face-detection model could not be downloaded from {YUNET_URL} "
+            f"({type(exc).__name__}: {exc}). {_YUNET_ADVICE}"
+        ) from exc
+    return cached
+
+
+class YuNetDetector:
+    """OpenCV's YuNet CNN (~230 kB ONNX): finds small, tilted and partly occluded faces that Haar misses.
+
+    The OpenCV detector object is built once; its input size is only reset when the frame size changes, so a
+    video stream of constant size pays no per-frame setup cost. Not thread-safe: use one instance per thread.
+    """
+
+    name = "yunet"
+
+    def __init__(self, model_path: str | Path | None = None, score_threshold: float = 0.6,
+                 nms_threshold: float = 0.3, top_k: int = 5000, max_side: int | None = 1280,
+                 download: bool = True) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.model_path = yunet_model_path(model_path, download=download)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.top_k = int(top_k)
+        self.max_side = _check_max_side(max_side)
+        self._input_size = (320, 320)
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", self._input_size,
+                                                  self.score_threshold, self.nms_threshold, self.top_k)
+        except cv2.error as exc:
+            raise DetectorUnavailable(
+                f"OpenCV could not load the YuNet model {str(self.model_path)!r} ({exc}). {_YUNET_ADVICE}"
+            ) from exc
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        image = _validate(image)
+        bgr, scale = _downscale(_to_bgr(image), self.max_side)
+        pad_bottom, pad_right = max(0, YUNET_MIN_INPUT - bgr.shape[0]), max(0, YUNET_MIN_INPUT - bgr.shape[1])
+        if pad_bottom or pad_right:  # bottom/right only, so box coordinates are unchanged; clipping drops the pad
+            bgr = cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        bgr = np.ascontiguousarray(bgr)
+        size = (bgr.shape[1], bgr.shape[0])
+        if size != self._input_size:
+            self._net.setInputSize(size)
+            self._input_size = size
+        _, faces = self._net.detect(bgr)
+        if faces is None or len(faces) == 0:
+            return []
+        # Rows: x, y, w, h, 5 landmarks (x, y), score.
+        return _to_detections(faces[:, :4], faces[:, -1], scale, image.shape)
+
+    def __repr__(self) -> str:
+        return (f"YuNetDetector(model_path={str(self.model_path)!r}, score_threshold={self.score_threshold}, "
+                f"nms_threshold={self.nms_threshold}, top_k={self.top_k}, max_side={self.max_side})")
+
+
+# --- No detection ---------------------------------------------------------------------------------------------
+
+
+class WholeImageDetector:
+    """"The input is already a face": for pre-cropped faces (e.g. FER2013 images) or caller-supplied crops."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        image = _validate(image)
+        return [Detection(box=(0, 0, int(image.shape[1]), int(image.shape[0])), score=1.0)]
+
+    def __repr__(self) -> str:
+        return "WholeImageDetector()"
+
+
+DETECTORS: dict[str, type] = {"yunet": YuNetDetector, "haar": HaarDetector, "none": WholeImageDetector}
+
+
+def create_detector(detector: str | FaceDetector = "yunet", **options: object) -> FaceDetector:
+    """Build a detector by name (what configs and the CLI pass), or pass a ready detector through unchanged."""
+    if not isinstance(detector, str):
+        if not isinstance(detector, FaceDetector):
+            raise TypeError(f"detector must be one of {sorted(DETECTORS)} or a FaceDetector, got {detector!r}")
+        if options:
+            raise TypeError(f"options {sorted(options)} only apply when the detector is given by name")
+        return detector
+    key = detector.strip().lower()
+    if key not in DETECTORS:
+        raise ValueError(f"unknown face detector {detector!r}; valid names: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[key](**options)
