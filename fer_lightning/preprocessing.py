@@ -36,8 +36,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def square_box(box: Sequence[float], margin: float) -> Box:
     """The square around a face box, grown by ``margin`` (a fraction of its side) on every side.
 
-    Detector boxes are taller than wide and tighter than FER2013's framing; FER2013 faces are square and include
-    some forehead and chin, so the crop is squared on the longer side and then widened.
+    FER2013 faces are square; YuNet's boxes are taller than wide, so the crop is squared on the longer side (which
+    alone matches FER2013's framing best, see experiments/inference/README.md) and optionally widened.
     """
     x, y, w, h = (float(v) for v in box)
     if w <= 0 or h <= 0:
