@@ -1,0 +1,181 @@
+"""Turn a finished FER2013 training run into the model shipped in ``fer_lightning/assets/``.
+
+    python experiments/inference/ship_model.py --run outputs/train/runs/<run dir> --data ../shared/data/fer2013.zip
+
+Steps: slim the run's best checkpoint (weights, hyperparameters and preprocessing only: no optimizer state),
+export it to ONNX, re-evaluate both files on PublicTest and PrivateTest through the recogniser's own
+``face_crop`` path (so the card's numbers are the numbers a user gets), check they agree with the training run's
+``metrics.json``, and write ``fer2013_compact_cnn.json`` and ``MODEL_CARD.md`` from what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+import fer_lightning
+from fer_lightning.assets import ASSETS_DIR, SHIPPED_MODEL_STEM
+from fer_lightning.data.cache import default_cache_dir, load_or_build
+from fer_lightning.data.download import resolve_source
+from fer_lightning.data.readers import read_source
+from fer_lightning.inference.export import export_onnx
+from fer_lightning.inference.recognizer import EmotionRecognizer
+from fer_lightning.labels import EMOTIONS, TEST, VAL
+
+KEEP_KEYS = ("state_dict", "hyper_parameters", "fer_lightning", "epoch", "global_step", "pytorch-lightning_version")
+AGREEMENT_TOLERANCE = 1e-3  # batch composition changes float sums in the last bits; never an argmax at scale
+
+
+def slim_checkpoint(source: Path, target: Path) -> None:
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    missing = [key for key in ("state_dict", "hyper_parameters", "fer_lightning") if key not in checkpoint]
+    if missing:
+        raise KeyError(f"{source} lacks {missing}: not a fer_lightning training checkpoint")
+    torch.save({key: checkpoint[key] for key in KEEP_KEYS if key in checkpoint}, target)
+
+
+def split_metrics(recognizer: EmotionRecognizer, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    predicted = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])).argmax(1)
+                                for i in range(0, len(images), 512)])
+    per_class = {name: float((predicted[labels == k] == k).mean()) for k, name in enumerate(EMOTIONS)}
+    f1 = []
+    for k in range(len(EMOTIONS)):
+        tp = float(((predicted == k) & (labels == k)).sum())
+        precision = tp / max(int((predicted == k).sum()), 1)
+        recall = tp / max(int((labels == k).sum()), 1)
+        f1.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    return {"acc": float((predicted == labels).mean()), "f1_macro": float(np.mean(f1)), "acc_per_class": per_class,
+            "n": int(len(labels))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--command", default=None, help="the training command, for the card")
+    parser.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, CPU only")
+    args = parser.parse_args()
+
+    run_metrics = json.loads((args.run / "metrics.json").read_text())
+    config = yaml.safe_load((args.run / "config.yaml").read_text())
+    ckpt = ASSETS_DIR / f"{SHIPPED_MODEL_STEM}.ckpt"
+    onnx = ASSETS_DIR / f"{SHIPPED_MODEL_STEM}.onnx"
+    slim_checkpoint(Path(run_metrics["best_ckpt_path"]), ckpt)
+    export_onnx(ckpt, onnx)
+
+    source = resolve_source(args.data)
+    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    evaluation: dict[str, Any] = {}
+    for kind, path in (("ckpt", ckpt), ("onnx", onnx)):
+        recognizer = EmotionRecognizer.from_checkpoint(path, detector="none")
+        evaluation[kind] = {split: split_metrics(recognizer, arrays.images[arrays.splits == code],
+                                                 arrays.labels[arrays.splits == code])
+                            for split, code in (("PublicTest", VAL), ("PrivateTest", TEST))}
+    for split, key in (("PublicTest", "val/acc"), ("PrivateTest", "test/acc")):
+        for kind in ("ckpt", "onnx"):
+            gap = abs(evaluation[kind][split]["acc"] - run_metrics[key])
+            if gap > AGREEMENT_TOLERANCE:
+                raise SystemExit(f"{kind} {split} accuracy {evaluation[kind][split]['acc']:.4f} differs from the "
+                                 f"training run's {key} {run_metrics[key]:.4f}: preprocessing drifted")
+
+    card = {
+        "model": SHIPPED_MODEL_STEM, "fer_lightning_version": fer_lightning.__version__,
+        "date": date.today().isoformat(), "machine": args.machine, "command": args.command,
+        "backbone": run_metrics["backbone"], "params": run_metrics["params"], "input_size": run_metrics["input_size"],
+        "epochs_trained": run_metrics["epochs"], "selected_epoch": int(torch.load(ckpt, weights_only=False)["epoch"]),
+        "train_time_s": run_metrics["train_time_s"], "train_images_per_s": run_metrics["train/images_per_s"],
+        "optimizer": config["model"]["optimizer"], "scheduler": config["model"]["scheduler"],
+        "label_smoothing": config["model"].get("label_smoothing"), "batch_size": config["data"]["batch_size"],
+        "seed": config["seed"], "train_transform": config["data"]["train_transform"],
+        "class_counts": run_metrics["class_counts"],
+        "files": {kind: {"name": path.name, "bytes": path.stat().st_size} for kind, path in
+                  (("ckpt", ckpt), ("onnx", onnx))},
+        "evaluation": evaluation,
+        "training_run_metrics": {k: run_metrics[k] for k in ("val/acc", "test/acc", "val/f1_macro", "test/f1_macro")},
+    }
+    (ASSETS_DIR / f"{SHIPPED_MODEL_STEM}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (ASSETS_DIR / "MODEL_CARD.md").write_text(render_card(card))
+    print(json.dumps({k: card[k] for k in ("files", "training_run_metrics")}, indent=2))
+    print({kind: {s: round(v["acc"], 4) for s, v in e.items()} for kind, e in evaluation.items()})
+
+
+def render_card(card: dict[str, Any]) -> str:
+    ev = card["evaluation"]["ckpt"]
+    pub, priv = ev["PublicTest"], ev["PrivateTest"]
+    per_class = "\n".join(
+        f"| {name} | {card['class_counts']['train'][i] if isinstance(card['class_counts']['train'], list) else ''} "
+        f"| {pub['acc_per_class'][name]:.1%} | {priv['acc_per_class'][name]:.1%} |"
+        for i, name in enumerate(EMOTIONS))
+    opt, sched = card["optimizer"], card["scheduler"]
+    aug = ", ".join(t["_target_"].split(".")[-1] for t in card["train_transform"]["transforms"])
+    onnx_gap = max(abs(card["evaluation"]["onnx"][s]["acc"] - ev[s]["acc"]) for s in ("PublicTest", "PrivateTest"))
+    return f"""# Model card: `{card['model']}` (the model shipped with fer_lightning)
+
+Generated by `experiments/inference/ship_model.py` from the training run; every number below was measured on
+{card['date']} by that script.
+
+## What it is
+- A compact CNN trained from scratch (`{card['backbone']}`, {card['params']:,} parameters) on 48x48 grayscale faces.
+- Files: `{card['files']['ckpt']['name']}` (PyTorch Lightning checkpoint, weights and preprocessing only,
+  {card['files']['ckpt']['bytes'] / 1e6:.2f} MB) and `{card['files']['onnx']['name']}` (the same network for
+  onnxruntime, {card['files']['onnx']['bytes'] / 1e6:.2f} MB). Both carry the class names and the exact evaluation
+  preprocessing (resize to {card['input_size']} px, normalisation), so inference matches training.
+- Used by default by `python -m fer_lightning.predict` and `EmotionRecognizer.from_checkpoint()` (the ONNX file).
+- Classes, in this order: {', '.join(EMOTIONS)}.
+
+## Data
+FER2013 as Kaggle's image-folder archive: Training (28,709 faces) to train, PublicTest (3,589) to select the
+epoch, PrivateTest (3,589) reported only, never used to choose anything.
+
+## Recipe
+- Command: `{card['command']}`
+- Optimizer `{opt['_target_']}` (lr {opt.get('lr')}, weight decay {opt.get('weight_decay')}), scheduler
+  `{sched['_target_']}`; batch size {card['batch_size']}; label smoothing {card['label_smoothing']};
+  seed {card['seed']}.
+- Augmentation: {aug}.
+- {card['epochs_trained']} epochs; the checkpoint with the best PublicTest accuracy was kept (epoch index
+  {card['selected_epoch']}, counting from 0).
+- Trained on {card['machine']}: {card['train_time_s'] / 60:.1f} min of training at
+  {card['train_images_per_s']:.0f} images/s.
+
+## Results (FER2013, single model, no test-time augmentation)
+
+| split | accuracy | macro-F1 | faces |
+| --- | --- | --- | --- |
+| PublicTest (selection) | {pub['acc']:.2%} | {pub['f1_macro']:.3f} | {pub['n']} |
+| PrivateTest (reported) | **{priv['acc']:.2%}** | {priv['f1_macro']:.3f} | {priv['n']} |
+
+Per class (training faces, PublicTest accuracy, PrivateTest accuracy):
+
+| class | train faces | PublicTest | PrivateTest |
+| --- | --- | --- | --- |
+{per_class}
+
+These were measured through `EmotionRecognizer(..., detector="none").predict_faces` on the decoded FER2013
+faces, i.e. the inference path users run, not the training loop. They agree with the training run's own
+`metrics.json` (PrivateTest {card['training_run_metrics']['test/acc']:.2%}); the ONNX file's accuracy differs from
+the checkpoint's by {onnx_gap:.4%}.
+
+## Limits
+- FER2013 is web-scraped, mostly frontal, low-resolution and noisy in its labels; human accuracy on it is about
+  65%. Accuracy on your faces (other ages, ethnicities, lighting, camera angles) will differ and was not measured.
+- Disgust has 436 training faces and is the weakest class; fear and sad are often confused with each other and
+  with neutral.
+- An expression classifier reads facial muscle patterns, not what a person feels. Do not use it for decisions
+  about people (hiring, policing, health, education).
+- On photos, faces are first found by a detector and cropped as FER2013 frames its faces (squared box, 48x48
+  gray); profile faces, small faces and heavy occlusion degrade results. Speed and the crop study:
+  `experiments/inference/README.md`.
+"""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The model shipped inside the package: present, small, consistent, and as accurate as its model card says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import face_photo, real_fer2013_root, requires_fer2013
+
+from fer_lightning.assets import ASSETS_DIR, SHIPPED_MODEL_STEM, shipped_model_file
+from fer_lightning.inference.classifier import TorchEmotionClassifier, load_classifier
+from fer_lightning.inference.onnx_runtime import OnnxEmotionClassifier
+from fer_lightning.inference.recognizer import EmotionRecognizer
+from fer_lightning.labels import EMOTIONS, TEST, VAL
+
+CARD = json.loads((ASSETS_DIR / f"{SHIPPED_MODEL_STEM}.json").read_text())
+
+
+def test_shipped_files_are_small_and_described() -> None:
+    for kind in ("ckpt", "onnx"):
+        path = shipped_model_file(kind)
+        assert path.stat().st_size < 5_000_000
+        assert CARD["files"][kind] == {"name": path.name, "bytes": path.stat().st_size}  # card matches the file
+    card_text = (ASSETS_DIR / "MODEL_CARD.md").read_text()
+    priv = CARD["evaluation"]["ckpt"]["PrivateTest"]["acc"]
+    assert f"{priv:.2%}" in card_text and "PublicTest" in card_text and CARD["command"] in card_text
+    with pytest.raises(ValueError, match="kind"):
+        shipped_model_file("pt")
+
+
+def test_checkpoint_and_onnx_give_the_same_probabilities() -> None:
+    torch_model = load_classifier(shipped_model_file("ckpt"))
+    onnx_model = load_classifier(shipped_model_file("onnx"))
+    assert isinstance(torch_model, TorchEmotionClassifier) and isinstance(onnx_model, OnnxEmotionClassifier)
+    assert torch_model.class_names == onnx_model.class_names == tuple(EMOTIONS)
+    faces = np.random.default_rng(0).integers(0, 256, size=(16, 48, 48), dtype=np.uint8)
+    recognizers = [EmotionRecognizer(m, detector="none") for m in (torch_model, onnx_model)]
+    a, b = (r.predict_faces(list(faces)) for r in recognizers)
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_default_recognizer_uses_the_shipped_onnx_model_and_reads_a_smile() -> None:
+    recognizer = EmotionRecognizer.from_checkpoint(detector="haar")
+    assert isinstance(recognizer.classifier, OnnxEmotionClassifier)
+    (face,) = recognizer.predict(face_photo())
+    assert face.label == "happy" and face.confidence > 0.5  # the astronaut is smiling
+
+
+def test_cli_works_without_a_checkpoint_argument(tmp_path) -> None:
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), face_photo())
+    result = subprocess.run([sys.executable, "-m", "fer_lightning.predict", f"input={photo}",
+                             f"output={tmp_path / 'out'}", "detector=haar"], capture_output=True, text=True,
+                            env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "predictions.jsonl").read_text())
+    assert record["label"] == "happy"
+
+
+@requires_fer2013
+@pytest.mark.parametrize("kind", ["ckpt", "onnx"])
+def test_accuracy_on_real_fer2013_matches_the_model_card(kind) -> None:
+    from fer_lightning.data.cache import default_cache_dir, load_or_build
+    from fer_lightning.data.download import resolve_source
+    from fer_lightning.data.readers import read_source
+
+    source = resolve_source(real_fer2013_root())
+    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    recognizer = EmotionRecognizer.from_checkpoint(shipped_model_file(kind), detector="none")
+    for split, code in (("PublicTest", VAL), ("PrivateTest", TEST)):
+        images, labels = arrays.images[arrays.splits == code], arrays.labels[arrays.splits == code]
+        predicted = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])).argmax(1)
+                                    for i in range(0, len(images), 512)])
+        assert float((predicted == labels).mean()) == pytest.approx(CARD["evaluation"][kind][split]["acc"], abs=1e-9)
+    assert CARD["evaluation"][kind]["PrivateTest"]["acc"] > 0.6
