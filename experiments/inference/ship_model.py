@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--data", required=True)
     parser.add_argument("--command", default=None, help="the training command, for the card")
+    parser.add_argument("--note", default=None, help="a sentence for the card, e.g. how this run was chosen")
     parser.add_argument("--machine", default=f"{platform.processor() or platform.machine()}, CPU only")
     args = parser.parse_args()
 
@@ -88,7 +89,7 @@ def main() -> None:
 
     card = {
         "model": SHIPPED_MODEL_STEM, "fer_lightning_version": fer_lightning.__version__,
-        "date": date.today().isoformat(), "machine": args.machine, "command": args.command,
+        "date": date.today().isoformat(), "machine": args.machine, "command": args.command, "note": args.note,
         "backbone": run_metrics["backbone"], "params": run_metrics["params"], "input_size": run_metrics["input_size"],
         "epochs_trained": run_metrics["epochs"], "selected_epoch": int(torch.load(ckpt, weights_only=False)["epoch"]),
         "train_time_s": run_metrics["train_time_s"], "train_images_per_s": run_metrics["train/images_per_s"],
@@ -144,7 +145,7 @@ epoch, PrivateTest (3,589) reported only, never used to choose anything.
 - {card['epochs_trained']} epochs; the checkpoint with the best PublicTest accuracy was kept (epoch index
   {card['selected_epoch']}, counting from 0).
 - Trained on {card['machine']}: {card['train_time_s'] / 60:.1f} min of training at
-  {card['train_images_per_s']:.0f} images/s.
+  {card['train_images_per_s']:.0f} images/s.{chr(10) + "- " + card["note"] if card.get("note") else ""}
 
 ## Results (FER2013, single model, no test-time augmentation)
 
