@@ -49,6 +49,7 @@ class PredictConfig:
     detector: str = "auto"  # auto (YuNet if its model is available, else Haar) | yunet | haar | none
     yunet_model: str | None = None  # YuNet .onnx file; default: $FER_LIGHTNING_YUNET_MODEL, cache, download
     device: str = "cpu"
+    threads: int | None = 1  # classifier CPU threads; 1 is fastest per frame (the detector uses the others)
     min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
     largest_only: bool = False  # keep only the largest face per frame
     margin: float = 0.0  # widen each squared face box by this fraction per side (0 matches FER2013 best)
@@ -82,7 +83,7 @@ def parse_args(argv: list[str]) -> PredictConfig:
 def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
     yunet = cfg.detector in ("yunet", "auto") and cfg.yunet_model
     return EmotionRecognizer.from_checkpoint(
-        cfg.ckpt_path, detector=cfg.detector, device=cfg.device, min_face_size=cfg.min_face_size,
+        cfg.ckpt_path, detector=cfg.detector, device=cfg.device, threads=cfg.threads, min_face_size=cfg.min_face_size,
         largest_only=cfg.largest_only, margin=cfg.margin,
         detector_options={"model_path": cfg.yunet_model} if yunet else None,
     )

@@ -98,6 +98,15 @@ def main() -> None:
             results["frame_latency"][key] = median_ms(lambda r=recognizer: r.predict(frame), args.repeats)
             results["frame_latency"][key]["label"] = faces[0].label
             print(key, results["frame_latency"][key])
+    # the classifier's thread count (default 1) against the runtime's default (all cores)
+    results["frame_latency_all_cores"] = {}
+    for runtime, path in models.items():
+        for name in ("yunet", "haar"):
+            recognizer = EmotionRecognizer.from_checkpoint(path, detector=name, threads=None,
+                                                           detector_options=detectors[name] or None)
+            key = f"{runtime}/{name}"
+            results["frame_latency_all_cores"][key] = median_ms(lambda r=recognizer: r.predict(frame), args.repeats)
+            print("all cores", key, results["frame_latency_all_cores"][key])
     # detection alone, to split the latency
     results["detect_only"] = {}
     for name in ("yunet", "haar"):
@@ -110,13 +119,14 @@ def main() -> None:
     results["classifier_throughput"] = {}
     rng = np.random.default_rng(0)
     for runtime, path in models.items():
-        classifier = load_classifier(path)
-        for batch in (1, 8, 64):
-            faces = rng.normal(size=(batch, 1, 48, 48)).astype(np.float32)
-            timing = median_ms(lambda c=classifier, f=faces: c.predict_proba(f), max(20, args.repeats // 4))
-            timing["faces_per_s"] = round(batch * 1000 / timing["median_ms"], 1)
-            results["classifier_throughput"][f"{runtime}/batch{batch}"] = timing
-            print(runtime, batch, timing)
+        for threads in (None, 1):
+            classifier = load_classifier(path, threads=threads)
+            for batch in (1, 8, 64):
+                faces = rng.normal(size=(batch, 1, 48, 48)).astype(np.float32)
+                timing = median_ms(lambda c=classifier, f=faces: c.predict_proba(f), max(20, args.repeats // 4))
+                timing["faces_per_s"] = round(batch * 1000 / timing["median_ms"], 1)
+                results["classifier_throughput"][f"{runtime}/{threads or 'all'}_threads/batch{batch}"] = timing
+                print(runtime, threads, batch, timing)
 
     # 3. Video throughput: the whole CLI path (decode, detect, classify, write jsonl, annotate + encode).
     results["video"] = {}

@@ -52,16 +52,19 @@ class TorchEmotionClassifier:
     """A trained :class:`~fer_lightning.models.module.FERClassifier` checkpoint, run with PyTorch."""
 
     def __init__(self, model: Any, class_names: tuple[str, ...], eval_transform: Transform,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", threads: int | None = None) -> None:
         import torch
 
+        self.threads = threads
         self.model = model.to(device).eval()
         self.class_names = tuple(class_names)
         self.eval_transform = eval_transform
         self.device = torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchEmotionClassifier:
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu",
+                        threads: int | None = None) -> TorchEmotionClassifier:
+        """``threads``: torch CPU threads while this classifier runs (restored after each call; None = unchanged)."""
         import torch
 
         from fer_lightning.models.module import FERClassifier
@@ -74,25 +77,35 @@ class TorchEmotionClassifier:
         model = FERClassifier.from_checkpoint(path, map_location="cpu")
         hp = model.hparams
         transform = eval_transform_from_metadata(meta, hp.input_size, hp.input_mean, hp.input_std)
-        return cls(model, tuple(meta.get("class_names", model.class_names)), transform, device=device)
+        return cls(model, tuple(meta.get("class_names", model.class_names)), transform, device=device, threads=threads)
 
     def predict_proba(self, faces: np.ndarray) -> np.ndarray:
         import torch
 
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        previous = torch.get_num_threads()
+        if self.threads is not None and self.threads != previous:
+            torch.set_num_threads(self.threads)  # process-wide in torch, so it is restored below
+        try:
+            with torch.inference_mode():
+                logits = self.model(torch.from_numpy(np.ascontiguousarray(faces, dtype=np.float32)).to(self.device))
+                return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
 
-def load_classifier(path: str | Path, device: str = "cpu") -> EmotionClassifier:
-    """A classifier for a ``.ckpt`` (PyTorch) or ``.onnx`` (onnxruntime, no torch needed) file."""
+def load_classifier(path: str | Path, device: str = "cpu", threads: int | None = None) -> EmotionClassifier:
+    """A classifier for a ``.ckpt`` (PyTorch) or ``.onnx`` (onnxruntime, no torch needed) file.
+
+    ``threads``: CPU threads for the classifier (None = the runtime's default, all cores).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     if path.suffix.lower() == ".onnx":
         from fer_lightning.inference.onnx_runtime import OnnxEmotionClassifier
 
-        return OnnxEmotionClassifier(path)
-    return TorchEmotionClassifier.from_checkpoint(path, device=device)
+        return OnnxEmotionClassifier(path, intra_op_num_threads=threads)
+    return TorchEmotionClassifier.from_checkpoint(path, device=device, threads=threads)

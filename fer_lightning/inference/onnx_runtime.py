@@ -57,7 +57,9 @@ class OnnxEmotionClassifier:
     ``providers`` defaults to the CPU provider: onnxruntime builds with a GPU refuse to guess when several
     providers are available, and the CPU result is the one the export's parity check compared against.
     ``intra_op_num_threads`` caps onnxruntime's thread pool (by default it takes every core, which fights with
-    video decoding or a training job on the same machine).
+    the face detector and video decoding on the same cores). Spinning is turned off: idle worker threads that
+    spin between runs stole the CPU from OpenCV's detector and made a Haar frame 24% slower on 2 cores
+    (experiments/inference/README.md).
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None,
@@ -69,6 +71,7 @@ class OnnxEmotionClassifier:
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_num_threads is not None:
             options.intra_op_num_threads = int(intra_op_num_threads)
         try:
