@@ -7,11 +7,12 @@ from collections.abc import Callable
 import timm
 from torch import nn
 
-from fer_lightning.models.scratch import CompactCNN, SeedCNN
+from fer_lightning.models.scratch import VGGFER, CompactCNN, SeedCNN
 from fer_lightning.models.weights import PACKAGE_WEIGHTS, PretrainedWeightsError, load_backbone_weights, read_state_dict
 
 # Networks of this project, built with the same arguments as timm models (`drop_rate`, `in_chans`, ...).
-SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN, "compact_cnn": CompactCNN}
+SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN, "compact_cnn": CompactCNN,
+                                                      "vgg_fer": VGGFER}
 
 
 class PretrainedWeightsUnavailable(RuntimeError):

@@ -14,9 +14,11 @@ from torch import nn
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from fer_lightning.callbacks.ema import EMA
 from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.models.factory import create_network
+from fer_lightning.models.mixing import mix_batch
 
 STAGES = ("train", "val", "test")
 
@@ -59,12 +61,23 @@ class FERClassifier(LightningModule):
         finetune: str = "full",
         unfreeze_at_epoch: int = 1,
         backbone_lr_factor: float = 1.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 1.0,
+        ema_decay: float = 0.0,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """`gray_input`: "sum" (timm in_chans=1: RGB filters summed; default, as exact and 3x cheaper in the
         first conv) or "repeat" (a 3-channel network fed the gray image three times).
         `finetune`: "full" (everything trains; backbone at `backbone_lr_factor` x lr), "linear_probe" (frozen
         backbone, only the classifier trains) or "staged" (frozen until `unfreeze_at_epoch`, then joins at
-        `backbone_lr_factor` x lr)."""
+        `backbone_lr_factor` x lr).
+        `mixup_alpha`, `cutmix_alpha` (> 0 switches each on), `mix_prob`: Mixup/CutMix of training batches (see
+        `mixing.py`); validation and test are never mixed. Train metrics of a mixed batch count its dominant label.
+        `ema_decay` (0 = off): validate, checkpoint and ship an EMA of the weights (see `callbacks/ema.py`).
+        `channels_last`, `compile`: speed options for training/evaluation loops only (the network's
+        `state_dict` keys stay the same; `forward`, used for inference, never runs the compiled network)."""
         super().__init__()
         if len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
@@ -72,6 +85,11 @@ class FERClassifier(LightningModule):
             raise ValueError(f"model.gray_input must be 'sum' or 'repeat', got '{gray_input}'")
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"model.finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
+        if mixup_alpha < 0 or cutmix_alpha < 0 or not 0.0 <= mix_prob <= 1.0:
+            raise ValueError("model.mixup_alpha and model.cutmix_alpha must be >= 0 and model.mix_prob in [0, 1]")
+        _check_plateau_monitor(scheduler, scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -87,17 +105,42 @@ class FERClassifier(LightningModule):
         # Last epoch's confusion matrix per stage, for callbacks and metrics.json (rows: true, cols: predicted).
         self.confusion_matrices: dict[str, np.ndarray] = {}
         self.example_input_array = torch.zeros(2, in_chans, input_size, input_size)
+        self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None  # built on first use, see _loop_net
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FERClassifier:
-        """Inference-ready model from a checkpoint alone (no config, no weight download)."""
-        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, pretrained_file=None)
+        """Inference-ready model from a checkpoint alone (no config, no weight download, never compiled)."""
+        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, pretrained_file=None,
+                                         compile=False)
         return model.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.gray_input == "repeat":
-            x = x.expand(-1, 3, -1, -1)
-        return self.net(x)
+        """Plain eager network: what inference, export and the model summary call."""
+        return self.net(self._network_input(x))
+
+    def _network_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, 3, -1, -1) if self.hparams.gray_input == "repeat" else x
+
+    def _loop_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward of the Trainer's loops, where the speed options apply."""
+        x = self._network_input(x)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._loop_net()(x)
+
+    def _loop_net(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if not self.hparams.compile:
+            return self.net
+        if getattr(self, "_compiled_net", None) is None:
+            # Held outside the registered submodules (object.__setattr__ skips nn.Module's registration), so
+            # the state_dict keeps the plain `net.*` keys; built lazily, after any EMA callback copied the module.
+            object.__setattr__(self, "_compiled_net", torch.compile(self.net))
+        return self._compiled_net
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_compiled_net", None)  # copies and pickles (EMA's deepcopy, spawn) recompile on their own
+        return state
 
     def head_module(self) -> nn.Module:
         return self.net.get_classifier()
@@ -117,34 +160,55 @@ class FERClassifier(LightningModule):
         return outside_head(self.net)
 
     def configure_callbacks(self) -> list[Callback]:
-        if self.hparams.finetune == "full":
-            return []
-        return [FinetuneSchedule(self.hparams.finetune, self.hparams.unfreeze_at_epoch,
-                                 self.hparams.backbone_lr_factor)]
+        callbacks: list[Callback] = []
+        if self.hparams.finetune != "full":
+            callbacks.append(FinetuneSchedule(self.hparams.finetune, self.hparams.unfreeze_at_epoch,
+                                              self.hparams.backbone_lr_factor))
+        if self.hparams.ema_decay > 0:
+            callbacks.append(EMA(decay=self.hparams.ema_decay))
+        return callbacks
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule  # Lightning calls setup only with a trainer attached
         if stage == "fit" and self.hparams.class_weighted_loss and datamodule is not None:
             self.class_weights.copy_(datamodule.class_weights())
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
 
     def _metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
             logits, y,
             weight=self.class_weights if self.hparams.class_weighted_loss else None,
             label_smoothing=self.hparams.label_smoothing,
         )
-        self._metrics(stage).update(logits.detach(), y)
+
+    def _log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=len(y), sync_dist=stage != "train")
+                 batch_size=batch_size, sync_dist=stage != "train")
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self._loop_forward(x)
+        loss = self._loss(logits, y)
+        self._metrics(stage).update(logits.detach(), y)
+        self._log_loss(loss, stage, len(y))
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._shared_step(batch, "train")
+        x, y = batch
+        mixed = mix_batch(x, y, self.hparams.mixup_alpha, self.hparams.cutmix_alpha, self.hparams.mix_prob)
+        if mixed is None:
+            loss = self._shared_step(batch, "train")
+        else:
+            logits = self._loop_forward(mixed.x)
+            loss = mixed.lam * self._loss(logits, mixed.y_a) + (1.0 - mixed.lam) * self._loss(logits, mixed.y_b)
+            # Against the dominant label, so train/acc stays defined when every batch is mixed; it reads lower
+            # than clean accuracy and is comparable only between runs with the same mixing.
+            self._metrics("train").update(logits.detach(), mixed.dominant)
+            self._log_loss(loss, "train", len(y))
         regularization = getattr(self.net, "regularization_loss", None)
         return loss + regularization() if regularization is not None else loss
 
@@ -216,3 +280,15 @@ class FERClassifier(LightningModule):
             extra["eval_transform"] = A.to_dict(datamodule.eval_transform)
             extra["data"] = datamodule.describe()
         checkpoint["fer_lightning"] = extra
+
+
+def _check_plateau_monitor(scheduler: Callable[..., Any] | None, monitor: str) -> None:
+    """ReduceLROnPlateau must watch a loss with mode=min and an accuracy/F1 with mode=max: refuse the mix-up."""
+    target = getattr(scheduler, "func", scheduler)
+    if not (isinstance(target, type) and issubclass(target, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return
+    mode = getattr(scheduler, "keywords", {}).get("mode", "min")
+    expected = "min" if "loss" in monitor else "max"
+    if mode != expected:
+        raise ValueError(f"model.scheduler is ReduceLROnPlateau with mode={mode} but model.scheduler_monitor is "
+                         f"'{monitor}', which wants mode={expected}")

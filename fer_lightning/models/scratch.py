@@ -94,3 +94,49 @@ class CompactCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class VGGFER(nn.Module):
+    """The VGG variant that holds the best single-network FER2013 result trained from scratch (73.28%).
+
+    Khaireddin & Chen, "Facial Emotion Recognition: State of the Art Performance on FER2013" (arXiv 2105.03588,
+    code: github.com/usef-kh/fer): four stages of two 3x3 conv-BN-ReLU layers (64, 128, 256, 512 channels), each
+    followed by 2x2 max-pooling, then two 4096-unit dense layers with dropout. The flatten size is computed from
+    `input_size` (floor(size / 16) per side) so the 40 px crops of the paper, 44 px crops and whole 48 px faces
+    all work; the spatial layout is kept rather than pooled away, as in the paper.
+
+    Parameters: about 4.7M in the convolutions, plus 2048x4096 + 4096x4096 dense weights (25M) at 40-44 px, or
+    4608x4096 + 4096x4096 (35.7M) at 48 px: 30M / 40M in total. `hidden` shrinks the head (1024: 7.8M at 40 px).
+    """
+
+    def __init__(self, num_classes: int = 7, in_chans: int = 1, drop_rate: float = 0.2, input_size: int = 40,
+                 widths: tuple[int, ...] = (64, 128, 256, 512), hidden: int = 4096) -> None:
+        super().__init__()
+        if input_size < 16:
+            raise ValueError(f"vgg_fer pools four times by 2 and needs input_size >= 16, got {input_size}")
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for width in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                c_in = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        spatial = input_size // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * spatial * spatial, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop_rate),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def get_classifier(self) -> nn.Module:
+        """The whole dense head (all three layers), so a linear probe trains what the paper calls the classifier."""
+        return self.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
