@@ -136,7 +136,7 @@ class FERDataModule(LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,  # torch refuses it with 0
             drop_last=False,
         )
 
