@@ -497,7 +497,9 @@ def test_compile_with_inductor(tmp_path: Path) -> None:
 def test_cpu_budget_and_vgg_fer_experiments_hold_their_recipes(tmp_path: Path) -> None:
     cpu = _cfg(tmp_path, ["+experiment=cpu_budget"])
     assert (cpu.model.backbone, cpu.model.input_size, cpu.transforms.crop_size) == ("compact_cnn", 44, 44)
-    assert cpu.model.ema_decay > 0 and cpu.transforms.erasing_p > 0 and cpu.trainer.max_epochs <= 45
+    # The 30-minute budget: about 19 s per epoch with validation on 2 cores (experiments/accuracy/README.md).
+    assert cpu.model.ema_decay > 0 and cpu.transforms.erasing_p > 0 and cpu.trainer.max_epochs * 19 <= 30 * 60
+    assert cpu.data.num_workers == 0  # loader workers take CPU from the convolutions on 2 cores
     assert cpu.model.scheduler._target_.endswith("cosine_with_warmup") and cpu.trainer.precision == "32-true"
     vgg = _cfg(tmp_path, ["+experiment=vgg_fer"])
     assert (vgg.model.backbone, vgg.model.input_size, vgg.transforms.crop_size) == ("vgg_fer", 40, 40)
