@@ -6,7 +6,9 @@ import netrc
 import os
 from pathlib import Path
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the checkout's configs (see README: Install)
 
 
 def wandb_offline() -> bool:
@@ -46,3 +48,24 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """The config a Hydra app of this project would build (``train`` or ``eval``), outside the app.
+
+    For tests and benchmark scripts: ``${hydra:...}`` interpolations resolve and the run directory is pinned to
+    ``output_dir``, as in a real run.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg["hydra"]  # as in a Hydra app, the job's config does not carry the `hydra` node
+    return cfg

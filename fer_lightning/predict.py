@@ -32,6 +32,7 @@ from fer_lightning.inference.video import (
     Unreadable,
     VideoStream,
     iter_folder,
+    list_folder_files,
     read_image,
     resolve_input,
 )
@@ -104,14 +105,15 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
     recognizer = recognizer or build_recognizer(cfg)
     output = Path(cfg.output or Path("outputs", "predict", datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")))
     output.mkdir(parents=True, exist_ok=True)
-    frames: Any = _frames(spec, stream)
+    files = list_folder_files(spec.path) if spec.kind == "folder" else None  # listed once: frames and progress
+    frames: Any = _frames(spec, stream, files)
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
     unreadable: list[dict[str, str]] = []
     annotated: _AnnotatedOutput | None = _AnnotatedOutput(output, spec, stream) if cfg.annotate else None
     interrupted = False
     started = time.perf_counter()
     with PredictionWriter(output, recognizer.class_names, write_csv=cfg.csv) as writer, \
-            _progress(cfg.progress, spec, stream) as advance:
+            _progress(cfg.progress, _expected_items(spec, stream, files)) as advance:
         try:
             for item in frames:
                 if isinstance(item, Unreadable):
@@ -149,11 +151,17 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
     return summary
 
 
-def _frames(spec: InputSpec, stream: VideoStream | None) -> Any:
+def _expected_items(spec: InputSpec, stream: VideoStream | None, files: list[Path] | None) -> int | None:
+    if stream is not None:
+        return stream.expected_frames
+    return len(files) if files is not None else 1
+
+
+def _frames(spec: InputSpec, stream: VideoStream | None, files: list[Path] | None) -> Any:
     if stream is not None:
         return iter(stream)
-    if spec.kind == "folder":
-        return iter_folder(spec.path)
+    if files is not None:
+        return iter_folder(files)
     return iter([Frame(str(spec.path), 0, None, read_image(spec.path))])
 
 
@@ -198,15 +206,9 @@ class _AnnotatedOutput:
 class _progress:
     """A Rich progress bar with the running fps, or nothing when disabled."""
 
-    def __init__(self, enabled: bool, spec: InputSpec, stream: VideoStream | None) -> None:
+    def __init__(self, enabled: bool, total: int | None) -> None:
         self.enabled = enabled
-        self.total = stream.expected_frames if stream is not None else None
-        if spec.kind == "folder":
-            from fer_lightning.inference.video import list_folder_files
-
-            self.total = len(list_folder_files(spec.path))
-        elif spec.kind == "image":
-            self.total = 1
+        self.total = total
         self.progress: Any = None
 
     def __enter__(self) -> Any:

@@ -12,12 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import fer_lightning  # noqa: F401  (resolvers)
+from fer_lightning.config import compose_config
 from fer_lightning.labels import EMOTIONS, SPLIT_NAMES
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -89,14 +87,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def compose_train_cfg(output_dir: Path, overrides: list[str]) -> DictConfig:
     """The config `python -m fer_lightning` would build, with the run dir pinned to `output_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} interpolations resolve outside an app
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg["hydra"]  # as in a Hydra app, the job's config does not carry the `hydra` node
-    return cfg
+    return compose_config("train", overrides, output_dir)
 
 
 def real_fer2013_root() -> str | None:

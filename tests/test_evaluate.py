@@ -14,12 +14,10 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, TrainedRun, make_tiny_fer
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from conftest import TrainedRun, make_tiny_fer
+from omegaconf import DictConfig
 
+from fer_lightning.config import compose_config
 from fer_lightning.evaluate import checkpoint_paths, evaluate, evaluate_splits, split_metrics
 from fer_lightning.inference.classifier import TorchEmotionClassifier
 from fer_lightning.labels import EMOTIONS
@@ -80,14 +78,7 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 def compose_eval_cfg(output_dir: Path, overrides: list[str]) -> DictConfig:
     """The config `python -m fer_lightning.evaluate` would build, with the run dir pinned to `output_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
+    return compose_config("eval", overrides, output_dir)
 
 
 def _run_cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

@@ -65,12 +65,9 @@ def test_cli_works_without_a_checkpoint_argument(tmp_path) -> None:
 @requires_fer2013
 @pytest.mark.parametrize("kind", ["ckpt", "onnx"])
 def test_accuracy_on_real_fer2013_matches_the_model_card(kind) -> None:
-    from fer_lightning.data.cache import default_cache_dir, load_or_build
-    from fer_lightning.data.download import resolve_source
-    from fer_lightning.data.readers import read_source
+    from fer_lightning.data.datamodule import load_fer2013
 
-    source = resolve_source(real_fer2013_root())
-    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    arrays = load_fer2013(real_fer2013_root())
     recognizer = EmotionRecognizer.from_checkpoint(shipped_model_file(kind), detector="none")
     for split, code in (("PublicTest", VAL), ("PrivateTest", TEST)):
         images, labels = arrays.images[arrays.splits == code], arrays.labels[arrays.splits == code]

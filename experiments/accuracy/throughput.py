@@ -22,27 +22,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 import fer_lightning  # noqa: F401  (resolvers)
 from fer_lightning.callbacks.timing import EpochTimer
+from fer_lightning.config import compose_config
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def compose_cfg(overrides: list[str], output_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg["hydra"]
-    return cfg
 
 
 def model_only(cfg, batches: int) -> float:
@@ -98,7 +84,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=150)
     parser.add_argument("--out", default=None)
     args, overrides = parser.parse_known_args()
-    cfg = compose_cfg(overrides + ["logger=none"], Path("outputs/throughput"))
+    cfg = compose_config("train", overrides + ["logger=none"], Path("outputs/throughput"))
     torch.manual_seed(0)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",

@@ -19,9 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_lightning.data.cache import default_cache_dir, load_or_build
-from fer_lightning.data.download import resolve_source
-from fer_lightning.data.readers import read_source
+from fer_lightning.data.datamodule import load_fer2013
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.labels import EMOTIONS, TEST
 from fer_lightning.preprocessing import face_to_fer
@@ -41,8 +39,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
-    source = resolve_source(args.data)
-    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    arrays = load_fer2013(args.data)
     mask = arrays.splits == TEST
     images, labels = arrays.images[mask], arrays.labels[mask]
     if args.limit is not None:  # a seeded random sample: the archive is ordered by class

@@ -14,9 +14,7 @@ from pathlib import Path
 from ship_model import split_metrics
 
 from fer_lightning.assets import shipped_model_file
-from fer_lightning.data.cache import default_cache_dir, load_or_build
-from fer_lightning.data.download import resolve_source
-from fer_lightning.data.readers import read_source
+from fer_lightning.data.datamodule import load_fer2013
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.labels import TEST, VAL
 
@@ -27,8 +25,7 @@ def main() -> None:
     parser.add_argument("--int8", required=True, type=Path)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    source = resolve_source(args.data)
-    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    arrays = load_fer2013(args.data)
     results = {}
     for kind, path in (("float32", shipped_model_file("onnx")), ("int8", args.int8)):
         recognizer = EmotionRecognizer.from_checkpoint(path, detector="none")

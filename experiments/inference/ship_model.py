@@ -23,9 +23,8 @@ import yaml
 
 import fer_lightning
 from fer_lightning.assets import ASSETS_DIR, SHIPPED_MODEL_STEM
-from fer_lightning.data.cache import default_cache_dir, load_or_build
-from fer_lightning.data.download import resolve_source
-from fer_lightning.data.readers import read_source
+from fer_lightning.data.datamodule import load_fer2013
+from fer_lightning.evaluate import split_metrics as evaluation_metrics
 from fer_lightning.inference.export import export_onnx
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.labels import EMOTIONS, TEST, VAL
@@ -43,17 +42,11 @@ def slim_checkpoint(source: Path, target: Path) -> None:
 
 
 def split_metrics(recognizer: EmotionRecognizer, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    predicted = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])).argmax(1)
-                                for i in range(0, len(images), 512)])
-    per_class = {name: float((predicted[labels == k] == k).mean()) for k, name in enumerate(EMOTIONS)}
-    f1 = []
-    for k in range(len(EMOTIONS)):
-        tp = float(((predicted == k) & (labels == k)).sum())
-        precision = tp / max(int((predicted == k).sum()), 1)
-        recall = tp / max(int((labels == k).sum()), 1)
-        f1.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
-    return {"acc": float((predicted == labels).mean()), "f1_macro": float(np.mean(f1)), "acc_per_class": per_class,
-            "n": int(len(labels))}
+    """The card's numbers for one split, with the training module's metric definitions (evaluate.split_metrics)."""
+    probs = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])) for i in range(0, len(images), 512)])
+    metrics = evaluation_metrics(probs, labels, EMOTIONS, "split")
+    return {"acc": metrics["split/acc"], "f1_macro": metrics["split/f1_macro"],
+            "acc_per_class": {name: metrics[f"split/acc_{name}"] for name in EMOTIONS}, "n": int(len(labels))}
 
 
 def main() -> None:
@@ -72,8 +65,7 @@ def main() -> None:
     slim_checkpoint(Path(run_metrics["best_ckpt_path"]), ckpt)
     export_onnx(ckpt, onnx)
 
-    source = resolve_source(args.data)
-    arrays = load_or_build(source, default_cache_dir(), lambda: read_source(source))
+    arrays = load_fer2013(args.data)
     evaluation: dict[str, Any] = {}
     for kind, path in (("ckpt", ckpt), ("onnx", onnx)):
         recognizer = EmotionRecognizer.from_checkpoint(path, detector="none")

@@ -190,8 +190,7 @@ class FER2013DataModule(FERDataModule):
         return resolve_source(root)
 
     def load_arrays(self) -> FERArrays:
-        source = self.source()
-        return load_or_build(source, self.cache_dir, lambda: read_source(source))
+        return load_fer2013(self.source(), self.cache_dir)
 
 
 class SyntheticFERDataModule(FERDataModule):
@@ -233,3 +232,12 @@ class SyntheticFERDataModule(FERDataModule):
             splits=splits_all,
             names=np.array([f"synthetic:{SPLIT_NAMES[c]}:{i}" for i, c in enumerate(splits_all)]),
         )
+
+
+def load_fer2013(root: str | Path, cache_dir: Path | None = None) -> FERArrays:
+    """Decoded FER2013 from any of its forms (folder, zip, CSV), through the decode cache.
+
+    For scripts and tests that need the faces but no DataLoader; ``cache_dir=None`` uses the default cache.
+    """
+    source = resolve_source(root)
+    return load_or_build(source, cache_dir or default_cache_dir(), lambda: read_source(source))

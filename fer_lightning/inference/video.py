@@ -98,8 +98,9 @@ def list_folder_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
-def iter_folder(folder: Path) -> Iterator[Frame | Unreadable]:
-    for path in list_folder_files(folder):
+def iter_folder(files: list[Path]) -> Iterator[Frame | Unreadable]:
+    """Decode ``files`` (from :func:`list_folder_files`, listed once by the caller) one at a time."""
+    for path in files:
         try:
             yield Frame(str(path), 0, None, read_image(path))
         except InputError as err:
