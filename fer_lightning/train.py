@@ -18,7 +18,7 @@ from lightning import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.callbacks.timing import EpochTimer
 from fer_lightning.models.module import FERClassifier
@@ -64,9 +64,53 @@ def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: Li
         save_confusion_matrix(matrix, model.class_names, title, output_dir / "confusion_matrix.png")
 
 
+def resolve_resume_path(ckpt_path: str | Path) -> Path:
+    """`ckpt_path` may name a checkpoint or a run directory; a directory resumes its newest checkpoint.
+
+    Newest by modification time between `last.ckpt` (end of an epoch: the resume is exact) and
+    `interrupted.ckpt` (written on Ctrl-C or an error, mid-epoch: resumes where it stopped, not bit-exact).
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
+        return path
+    candidates = [c for c in (path / "checkpoints" / "last.ckpt", path / "checkpoints" / "interrupted.ckpt",
+                              path / "last.ckpt", path / "interrupted.ckpt") if c.is_file()]
+    if not candidates:
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} is a directory without checkpoints/last.ckpt or "
+                                "checkpoints/interrupted.ckpt; give the .ckpt file to resume from")
+    return max(candidates, key=lambda c: c.stat().st_mtime_ns)
+
+
+def _checkpoint_extras(path: Path) -> dict[str, Any]:
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint.get("fer_lightning", {}) if isinstance(checkpoint, dict) else {}
+
+
+def _continue_wandb_run(cfg: DictConfig, ckpt_path: Path) -> None:
+    """Resuming logs into the W&B run the checkpoint came from, so the dashboard shows one continuous run."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not wandb_cfg or wandb_cfg.get("id"):
+        return  # no W&B, or the user chose the run
+    run_id = _checkpoint_extras(ckpt_path).get("wandb_run_id")
+    if run_id:
+        with open_dict(cfg):
+            wandb_cfg.id = run_id
+            wandb_cfg.resume = "allow"
+        log.info("Resuming W&B run %s from %s", run_id, ckpt_path)
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, then evaluate the best checkpoint (chosen on val = PublicTest) on val and test (PrivateTest)."""
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path"):
+        with open_dict(cfg):
+            cfg.ckpt_path = str(resolve_resume_path(cfg.ckpt_path))
+        if cfg.get("train", True):
+            _continue_wandb_run(cfg, Path(cfg.ckpt_path))
     _write_run_files(cfg, output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -84,6 +128,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    finished = False
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -93,12 +138,26 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         _write_results(metrics, model, datamodule, output_dir)
         log.info("Results: val/acc=%s test/acc=%s (metrics.json in %s)",
                  metrics.get("val/acc"), metrics.get("test/acc"), output_dir)
+        finished = True
     finally:
+        if not finished:
+            _explain_resume(trainer, output_dir)
         for logger in loggers:
             if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
-                logger.experiment.finish()  # each multirun job closes its own run, even when it fails
+                # each multirun job closes its own run, even when it fails or is interrupted (Lightning turns
+                # Ctrl-C into SystemExit(1) after its callbacks saved checkpoints/interrupted.ckpt)
+                logger.experiment.finish(exit_code=0 if finished else 1)
 
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": output_dir}
+
+
+@rank_zero_only
+def _explain_resume(trainer: Trainer, output_dir: Path) -> None:
+    saved = [p for p in (output_dir / "checkpoints" / "interrupted.ckpt", output_dir / "checkpoints" / "last.ckpt")
+             if p.is_file()]
+    if saved and trainer.state.status.value == "interrupted":
+        log.warning("Training stopped at epoch %d, step %d. Resume with: python -m fer_lightning <same overrides> "
+                    "ckpt_path=%s", trainer.current_epoch, trainer.global_step, output_dir)
 
 
 def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,

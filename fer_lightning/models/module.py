@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fer_lightning.callbacks.ema import EMA
 from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
+from fer_lightning.callbacks.rng import RNGState
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.models.factory import create_network
 from fer_lightning.models.mixing import mix_batch
@@ -166,6 +167,7 @@ class FERClassifier(LightningModule):
                                               self.hparams.backbone_lr_factor))
         if self.hparams.ema_decay > 0:
             callbacks.append(EMA(decay=self.hparams.ema_decay))
+        callbacks.append(RNGState())  # every run can be resumed exactly, whatever `callbacks` config it uses
         return callbacks
 
     def setup(self, stage: str) -> None:
@@ -186,8 +188,9 @@ class FERClassifier(LightningModule):
         )
 
     def _log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
+        # Synced across DDP processes so the epoch loss is the mean over all of them, as in one process.
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, sync_dist=stage != "train")
+                 batch_size=batch_size, sync_dist=True)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -233,16 +236,13 @@ class FERClassifier(LightningModule):
         self.confusion_matrices[stage] = values["confusion"].cpu().numpy()
         return logged
 
-    def on_train_start(self) -> None:
-        # The sanity check ran validation on an untrained model; it must not count towards the best score.
-        self.val_metrics.reset()
-        self.val_acc_best.reset()
-
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
         logged = self._log_epoch_metrics("val")
+        if self.trainer.sanity_checking:
+            return  # validation of the untrained (or just restored) model never counts towards the best score
         self.val_acc_best.update(logged["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
@@ -274,12 +274,25 @@ class FERClassifier(LightningModule):
         """Store the exact evaluation preprocessing and data description, so inference can match training."""
         datamodule = self.trainer.datamodule
         extra: dict[str, Any] = {"class_names": list(self.class_names)}
+        # What resuming needs beyond Lightning's own state: the best PublicTest accuracy so far (torchmetrics
+        # states are not in the state_dict) and the W&B run to continue.
+        if self.val_acc_best.update_called:
+            extra["val_acc_best"] = float(self.val_acc_best.compute())
+        wandb_ids = [logger.version for logger in self.trainer.loggers if type(logger).__name__ == "WandbLogger"]
+        if wandb_ids and wandb_ids[0]:
+            extra["wandb_run_id"] = str(wandb_ids[0])
         if datamodule is not None:
             import albumentations as A
 
             extra["eval_transform"] = A.to_dict(datamodule.eval_transform)
             extra["data"] = datamodule.describe()
         checkpoint["fer_lightning"] = extra
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get("fer_lightning", {}).get("val_acc_best")
+        self.val_acc_best.reset()
+        if best is not None:
+            self.val_acc_best.update(torch.tensor(best))
 
 
 def _check_plateau_monitor(scheduler: Callable[..., Any] | None, monitor: str) -> None:

@@ -1,0 +1,119 @@
+"""Interruption and resume: a killed run resumes to the same metrics; Ctrl-C saves and closes; same seed, same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_train_cfg
+from wandb_records import iter_records
+
+from fer_lightning.train import resolve_resume_path, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every source of randomness in play: shuffling, random crop/flip/affine augmentation, dropout, Mixup/CutMix,
+# plus the state that must survive a restart: EMA weights, cosine scheduler, optimizer moments, best score.
+RUN = ["data=synthetic", "data.num_train=160", "data.num_val=64", "data.num_test=64", "data.batch_size=16",
+       "+experiment=compact_cnn", "trainer.max_epochs=3", "trainer.deterministic=true", "model.ema_decay=0.9",
+       "model.mixup_alpha=0.2", "model.mix_prob=0.5", "callbacks.progress_bar=null", "seed=7"]
+# What legitimately differs between two runs of the same training.
+RUN_SPECIFIC = {"best_ckpt_path", "output_dir", "train_time_s", "train/images_per_s"}
+
+
+def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
+           "FER_LIGHTNING_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run([sys.executable, "-m", "fer_lightning", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _comparable(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in RUN_SPECIFIC}
+
+
+def _wandb_run_ids(run_dir: Path) -> list[str]:
+    return [p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")]
+
+
+def _checkpoint_position(path: Path) -> tuple[int, int]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    return checkpoint["epoch"], checkpoint["global_step"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_killed_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path: Path, workers: int) -> None:
+    run = [*RUN, f"data.num_workers={workers}", "logger=wandb"]
+    straight = _cli([*run, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    kill = "+callbacks.kill={_target_:kill_switch.KillAt,epoch:1,batch:3,signal_name:SIGKILL}"
+    killed = _cli([*run, kill, f"hydra.run.dir={tmp_path / 'killed'}"], tmp_path)
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL: no handler ran, nothing was tidied up
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert _checkpoint_position(last) == (0, 10)  # the end of epoch 0 (10 batches), the newest one on disk
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _cli([*run, f"hydra.run.dir={tmp_path / 'resumed'}", f"ckpt_path={tmp_path / 'killed'}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {last}" in resumed.stdout + resumed.stderr
+    assert _comparable(tmp_path / "resumed") == _comparable(tmp_path / "straight")
+    assert _comparable(tmp_path / "resumed")["epochs"] == 3
+    assert list((tmp_path / "killed" / "checkpoints").glob("epoch*.ckpt"))  # a resume never deletes earlier files
+    # the resumed run continues the killed run's W&B run instead of starting a new one
+    assert _wandb_run_ids(tmp_path / "resumed") == _wandb_run_ids(tmp_path / "killed")
+    assert _wandb_run_ids(tmp_path / "killed") != _wandb_run_ids(tmp_path / "straight")
+
+
+def test_ctrl_c_saves_a_checkpoint_closes_wandb_and_the_run_resumes(tmp_path: Path) -> None:
+    run = [*RUN, "data.num_workers=0", "logger=wandb"]
+    ctrl_c = "+callbacks.kill={_target_:kill_switch.KillAt,epoch:1,batch:4,signal_name:SIGINT}"
+    stopped = _cli([*run, ctrl_c, f"hydra.run.dir={tmp_path / 'stopped'}"], tmp_path)
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    interrupted = tmp_path / "stopped" / "checkpoints" / "interrupted.ckpt"
+    assert _checkpoint_position(interrupted) == (1, 14)  # mid-epoch 1: 10 batches of epoch 0 + 4
+    assert f"ckpt_path={tmp_path / 'stopped'}" in stopped.stdout + stopped.stderr  # tells how to resume
+    (wandb_run,) = (tmp_path / "stopped" / "wandb").glob("offline-run-*")
+    (log_file,) = wandb_run.glob("run-*.wandb")
+    exits = [r.exit.exit_code for r in iter_records(log_file) if r.WhichOneof("record_type") == "exit"]
+    assert exits == [1]  # the run was closed (not left "running"/crashed) and marked as not finished
+
+    # a run directory resumes its newest checkpoint: here the mid-epoch one
+    assert resolve_resume_path(tmp_path / "stopped") == interrupted
+    resumed = _cli([*run, f"hydra.run.dir={tmp_path / 'resumed'}", f"ckpt_path={tmp_path / 'stopped'}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["global_step"] == 30
+    assert _wandb_run_ids(tmp_path / "resumed") == [wandb_run.name.rsplit("-", 1)[-1]]
+
+
+def test_last_checkpoint_is_written_every_epoch_not_only_when_the_best_improves(tmp_path: Path) -> None:
+    # lr=0: PublicTest accuracy never improves after epoch 0, so the best checkpoint stays at epoch 0
+    cfg = compose_train_cfg(tmp_path, [*RUN, "model.ema_decay=0", "model.optimizer.lr=0.0", "data.num_workers=0",
+                                       "logger=none"])
+    metrics, _ = train(cfg)
+    assert Path(metrics["best_ckpt_path"]).name.startswith("epoch000")
+    assert _checkpoint_position(tmp_path / "checkpoints" / "last.ckpt") == (2, 30)  # the last epoch, not the best one
+
+
+def test_the_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path: Path) -> None:
+    runs = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        cfg = compose_train_cfg(tmp_path / name, [*RUN, "trainer.max_epochs=2", "data.num_workers=0",
+                                                   "logger=none", f"seed={seed}"])
+        runs[name] = _comparable(Path(train(cfg)[0]["output_dir"]))
+    assert runs["a"] == runs["b"]
+    assert runs["a"]["train/loss"] != runs["c"]["train/loss"]
+
+
+def test_resume_path_errors_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no-such.ckpt"):
+        resolve_resume_path(tmp_path / "no-such.ckpt")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty_run"):
+        resolve_resume_path(tmp_path / "empty_run")
