@@ -96,7 +96,7 @@ def test_the_source_is_read_once_across_fit_validate_and_test(tiny_fer: TinyFER,
 
     reads = []
     monkeypatch.setattr(datamodule_module, "load_or_build",
-                        lambda source, cache_dir, build: reads.append(source) or build())
+                        lambda source, cache_dir, build, **_: reads.append(source) or build())
     dm = _dm(tiny_fer.zip, tmp_path / "c")
     for stage in ("fit", "validate", "test"):  # what train() drives through Lightning
         dm.prepare_data()

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 
 
 class ResumableModelCheckpoint(ModelCheckpoint):
@@ -26,3 +26,15 @@ class ResumableModelCheckpoint(ModelCheckpoint):
         if self.dirpath is not None and Path(filepath).resolve().parent != Path(self.dirpath).resolve():
             return  # a checkpoint of the run this one resumed from: keep it
         super()._remove_checkpoint(trainer, filepath)
+
+
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """`checkpoints/interrupted.ckpt` when fitting stops on Ctrl-C or an error, once at least one step was taken.
+
+    A failure during setup (bad config, missing data) saves nothing: an untrained checkpoint would only be
+    picked up by a later `ckpt_path=<run dir>` as the newest one.
+    """
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if trainer.global_step > 0:
+            super().on_exception(trainer, pl_module, exception)

@@ -12,16 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from fer_lightning.data.cache import default_cache_dir, load_or_build
-from fer_lightning.data.dataset import FERDataset, Transform
+from fer_lightning.data.dataset import FERDataset, TrainDataLoader, Transform, seed_worker_augmentations
 from fer_lightning.data.download import download_fer2013, resolve_source
-from fer_lightning.data.readers import FERArrays, read_source
+from fer_lightning.data.readers import DEFAULT_POLICY, FERArrays, ReadPolicy, ReadProblems, read_source
 from fer_lightning.data.synthetic import make_synthetic_faces
 from fer_lightning.labels import EMOTIONS, NUM_CLASSES, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def stratified_val_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -43,6 +48,7 @@ class FERDataModule(LightningDataModule):
     name = "fer"
     is_synthetic = False
     official_val_source = "official (PublicTest)"  # how `val_source` reads when the source has its own val split
+    read_problems = ReadProblems()  # what the reader skipped or altered; set by `setup`, reported by `describe`
 
     def __init__(
         self,
@@ -52,7 +58,7 @@ class FERDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 2,
         pin_memory: bool = False,
-        persistent_workers: bool = True,
+        persistent_workers: bool = False,
         weighted_sampling: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 42,
@@ -88,6 +94,7 @@ class FERDataModule(LightningDataModule):
             return
         arrays = self._arrays if self._arrays is not None else self.load_arrays()
         self._arrays = None
+        self.read_problems = arrays.problems
         train = arrays.splits == TRAIN
         if arrays.has_official_val:
             val = arrays.splits == VAL
@@ -146,13 +153,31 @@ class FERDataModule(LightningDataModule):
         if self.weighted_sampling:
             per_class = self.class_weights()
             sampler = WeightedRandomSampler(per_class[dataset.labels], num_samples=len(dataset), replacement=True)
-        return self._loader(dataset, shuffle=True, batch_size=self.batch_size, sampler=sampler)
+        return TrainDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            worker_init_fn=seed_worker_augmentations,
+            drop_last=False,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split, self.eval_transform)
+        # Under DDP, Lightning's DistributedSampler pads the split with repeated images so every process gets
+        # as many; that would count some PublicTest/PrivateTest faces twice. Each face is seen exactly once here,
+        # so synced metrics equal a single process's.
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _distributed() else None
+        return self._loader(dataset, False, self.eval_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val", self.eval_transform), False, self.eval_batch_size)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test", self.eval_transform), False, self.eval_batch_size)
+        return self._eval_loader("test")
 
     def describe(self) -> dict:
         """What a run records about its data in metrics.json and the loggers."""
@@ -162,6 +187,7 @@ class FERDataModule(LightningDataModule):
             "val_split": self.val_source,
             "class_names": list(self.class_names),
             "class_counts": self.class_counts,
+            "data_problems": self.read_problems.summary(),  # all zero unless data.bad_images/color/wrong_size acted
         }
 
 
@@ -178,19 +204,24 @@ class FER2013DataModule(FERDataModule):
         download: bool = False,
         cache: bool = True,
         cache_dir: str | None = None,
+        bad_images: str = "error",
+        wrong_size: str = "error",
+        color: str = "convert",
         **kwargs,
     ) -> None:
         super().__init__(train_transform, eval_transform, **kwargs)
         self.root = root
         self.download = download
         self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
+        # Validated here, before any data is touched: a typo in data.bad_images fails at start-up.
+        self.read_policy = ReadPolicy(bad_images=bad_images, wrong_size=wrong_size, color=color)
 
     def source(self) -> Path:
         root = download_fer2013() if self.download and not Path(self.root).expanduser().exists() else self.root
         return resolve_source(root)
 
     def load_arrays(self) -> FERArrays:
-        return load_fer2013(self.source(), self.cache_dir)
+        return load_fer2013(self.source(), self.cache_dir, self.read_policy, cache=self.cache_dir is not None)
 
 
 class SyntheticFERDataModule(FERDataModule):
@@ -234,10 +265,14 @@ class SyntheticFERDataModule(FERDataModule):
         )
 
 
-def load_fer2013(root: str | Path, cache_dir: Path | None = None) -> FERArrays:
+def load_fer2013(root: str | Path, cache_dir: Path | None = None, policy: ReadPolicy = DEFAULT_POLICY, *,
+                 cache: bool = True) -> FERArrays:
     """Decoded FER2013 from any of its forms (folder, zip, CSV), through the decode cache.
 
-    For scripts and tests that need the faces but no DataLoader; ``cache_dir=None`` uses the default cache.
+    For scripts and tests that need the faces but no DataLoader; ``cache_dir=None`` uses the default cache and
+    ``cache=False`` decodes without one (``data.cache=false``). ``policy`` is what ``data.bad_images``,
+    ``data.wrong_size`` and ``data.color`` set; the default stops on any unusable image.
     """
     source = resolve_source(root)
-    return load_or_build(source, cache_dir or default_cache_dir(), lambda: read_source(source))
+    directory = (cache_dir or default_cache_dir()) if cache else None
+    return load_or_build(source, directory, lambda: read_source(source, policy), policy=policy)

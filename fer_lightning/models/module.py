@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fer_lightning.callbacks.ema import EMA
@@ -103,6 +103,7 @@ class FERClassifier(LightningModule):
         self.val_metrics = _stage_metrics(num_classes)
         self.test_metrics = _stage_metrics(num_classes)
         self.val_acc_best = MaxMetric()
+        self.train_loss_mean, self.val_loss_mean, self.test_loss_mean = MeanMetric(), MeanMetric(), MeanMetric()
         # Last epoch's confusion matrix per stage, for callbacks and metrics.json (rows: true, cols: predicted).
         self.confusion_matrices: dict[str, np.ndarray] = {}
         self.example_input_array = torch.zeros(2, in_chans, input_size, input_size)
@@ -188,9 +189,12 @@ class FERClassifier(LightningModule):
         )
 
     def _log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
-        # Synced across DDP processes so the epoch loss is the mean over all of them, as in one process.
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, sync_dist=True)
+        # The epoch mean is a torchmetrics mean weighted by batch size, synced across DDP processes in the epoch-end
+        # hooks that every process runs. (A `sync_dist` log is reduced lazily when rank 0's progress bar reads it,
+        # which deadlocks, and it averages per-process means instead of all faces.)
+        getattr(self, f"{stage}_loss_mean").update(loss.detach(), batch_size)
+        if stage == "train":
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -231,6 +235,11 @@ class FERClassifier(LightningModule):
         logged = {f"{stage}/acc": values["acc"], f"{stage}/f1_macro": values["f1_macro"]}
         for name, acc in zip(self.class_names, values["acc_per_class"]):
             logged[f"{stage}/acc_{name}"] = acc
+        loss_mean = getattr(self, f"{stage}_loss_mean")
+        if loss_mean.update_called:
+            self.log("train/loss_epoch" if stage == "train" else f"{stage}/loss", loss_mean.compute(),
+                     prog_bar=stage != "train")
+        loss_mean.reset()
         self.log_dict({k: v for k, v in logged.items() if k != f"{stage}/acc"})
         self.log(f"{stage}/acc", values["acc"], prog_bar=True)
         self.confusion_matrices[stage] = values["confusion"].cpu().numpy()
