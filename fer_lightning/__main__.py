@@ -8,11 +8,14 @@ import hydra
 from omegaconf import DictConfig
 
 import fer_lightning  # noqa: F401  (registers resolvers before Hydra composes the config)
-from fer_lightning.train import train
+from fer_lightning.cli_checks import run_checked
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def train_app(cfg: DictConfig) -> float | None:
+    # Imported here: torch and Lightning take seconds to load, which `--cfg job`, `--help` and typos should not.
+    from fer_lightning.train import train
+
     try:
         metrics, _ = train(cfg)
     except Exception:
@@ -21,6 +24,11 @@ def main(cfg: DictConfig) -> float | None:
         raise
     objective = cfg.get("optimized_metric")
     return metrics.get(objective) if objective else None  # what Hydra sweepers (e.g. Optuna) maximise
+
+
+def main() -> None:
+    """Overrides are checked before Hydra composes: a typo fails in a line, with no run directory created."""
+    run_checked(train_app, "train")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import fer_lightning  # noqa: F401  (registers the resolvers the configs use)
+from fer_lightning.checkpoints import check_class_names as check_expected_classes
+from fer_lightning.checkpoints import read_checkpoint_meta
+from fer_lightning.cli_checks import run_checked
 from fer_lightning.inference.classifier import EmotionClassifier, load_classifier
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.plots import save_confusion_matrix
@@ -160,14 +163,13 @@ def load_eval_data(data_cfg: DictConfig) -> tuple[dict[str, tuple[np.ndarray, np
     return datamodule.splits, datamodule.val_source
 
 
-def _warn_on_data_mismatch(paths: Sequence[Path], val_source: str) -> None:
+def _warn_on_data_mismatch(paths: Sequence[Path], classifiers: Sequence[EmotionClassifier], val_source: str) -> None:
     """A checkpoint records the data it was trained on; evaluating it elsewhere is allowed, but said loudly."""
-    import torch
-
-    for path in paths:
+    for path, classifier in zip(paths, classifiers):
         if path.suffix.lower() == ".onnx":
             continue
-        trained_on = torch.load(path, map_location="cpu", weights_only=False).get("fer_lightning", {}).get("data", {})
+        meta = getattr(classifier, "checkpoint_meta", None) or read_checkpoint_meta(path)
+        trained_on = meta.data
         if trained_on.get("synthetic"):
             log.warning("%s was trained on SYNTHETIC faces: its FER2013 numbers say little", path)
         recorded = trained_on.get("val_split")
@@ -231,15 +233,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     classifiers = [load_classifier(path, device=device) for path in paths]
     sources = [str(path.resolve()) for path in paths]
     class_names = check_class_names([c.class_names for c in classifiers], sources)  # before loading data
-    if class_names != EMOTIONS:
-        raise ValueError(f"{sources[0]} predicts {list(class_names)}, but FER2013 labels are {list(EMOTIONS)}")
+    check_expected_classes(class_names, EMOTIONS, sources[0], purpose="scoring against FER2013 labels")
     requested_crop = cfg.get("tta_crop_size")
     crop_sizes = [int(requested_crop) if requested_crop is not None else default_crop_size(c.eval_transform)
                   for c in classifiers]
 
     all_splits, val_source = load_eval_data(cfg.data)
     official = val_source.startswith("official")
-    _warn_on_data_mismatch(paths, val_source)
+    _warn_on_data_mismatch(paths, classifiers, val_source)
     data = {split: all_splits[split] for split in splits}
     log.info("Evaluating %d model(s) with TTA '%s' on %s on %s. %s selects (choose TTA and ensemble members "
              "on it); %s is only reported.", len(paths), tta, ", ".join(splits), device,
@@ -285,7 +286,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> float | None:
+def evaluate_app(cfg: DictConfig) -> float | None:
     try:
         metrics = evaluate(cfg)
     except Exception:
@@ -293,6 +294,11 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("Evaluation failed")
         raise
     return metrics.get("val/acc")  # what a sweep over tta / ensembles would maximise: never the test split
+
+
+def main() -> None:
+    """`python -m fer_lightning.evaluate`: a typo in a key or option fails in a line, before Hydra starts a run."""
+    run_checked(evaluate_app, "eval")
 
 
 if __name__ == "__main__":

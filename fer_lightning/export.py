@@ -96,12 +96,12 @@ def output_paths(cfg: ExportConfig) -> tuple[Path, Path | None]:
 def export(cfg: ExportConfig) -> list[Path]:
     """Write the files ``cfg`` asks for, print where, and check them against the checkpoint."""
     # Imported here: torch and the exporter take seconds to load, which `--help` and usage errors should not.
+    from fer_lightning.checkpoints import read_checkpoint_meta
     from fer_lightning.inference import export as exporter
 
     assert cfg.ckpt_path is not None
     ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    read_checkpoint_meta(ckpt_path)  # a missing file, a directory, an .onnx or no checkpoint at all: said here
     output, quantized = output_paths(cfg)
     if cfg.format == "onnx":
         written = [exporter.export_onnx(ckpt_path, output, opset=cfg.opset)]

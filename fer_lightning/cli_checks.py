@@ -1,0 +1,380 @@
+"""Typo checks for the Hydra command lines (`python -m fer_lightning`, `python -m fer_lightning.evaluate`).
+
+Hydra reports a mistyped config group option with a page-long "Could not find" list and a mistyped key with a
+struct error that names neither the key meant nor what to do. These checks run before the Hydra app composes
+anything (no run directory is created, no torch is imported) and answer with one line that suggests the
+closest name, e.g. `Unknown config key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'?`.
+
+They never block a command Hydra would accept: a key is only reported when composing the command's config
+fails, and anything the checks cannot judge (Hydra's own flags and `hydra.*` keys, keys added on purpose with
+`+key`/`++key`, interpolated nodes) is left to Hydra. `FER_LIGHTNING_SKIP_CONFIG_CHECKS=1` turns them off, in
+case they ever get in the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import io
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from fer_lightning.config import CONF_DIR
+
+SKIP_ENV = "FER_LIGHTNING_SKIP_CONFIG_CHECKS"
+APP_COMMANDS = {"train": "python -m fer_lightning", "eval": "python -m fer_lightning.evaluate"}
+MAX_SWEEP_COMBINATIONS = 32  # each is one compose (~0.1 s); more than this and a sweep is checked in part
+# Flags after which Hydra does not compose this project's config (or composes another one): nothing to check.
+NON_COMPOSING_FLAGS = ("help", "hydra_help", "info", "shell_completion", "config_path", "config_dir",
+                       "experimental_rerun")
+
+
+class ConfigError(ValueError):
+    """A command line naming a config group option or key that does not exist; the message suggests a fix."""
+
+
+def run_checked(hydra_app: Callable[[], Any], config_name: str, argv: Sequence[str] | None = None) -> Any:
+    """Check the command line, then hand over to the `@hydra.main` app; on a typo exit 2 with one line on stderr."""
+    try:
+        check_argv(config_name, sys.argv[1:] if argv is None else list(argv))
+    except ConfigError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:  # a flaw in the checks must never block a command Hydra would run
+        print(f"Warning: skipped the config checks ({type(err).__name__}: {err}); set {SKIP_ENV}=1 to silence "
+              "this, and please report it", file=sys.stderr)
+    return hydra_app()
+
+
+def check_argv(config_name: str, argv: Sequence[str]) -> None:
+    """`check_overrides` on the overrides of a Hydra command line, unless its flags make Hydra compose nothing."""
+    if os.environ.get(SKIP_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        return
+    args = _parse_hydra_flags(argv)
+    if args is None or any(getattr(args, flag, None) for flag in NON_COMPOSING_FLAGS):
+        return
+    check_overrides(args.config_name or config_name, list(args.overrides or []))
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Raise `ConfigError` for the first unknown config group option or config key among Hydra `overrides`.
+
+    Group options (`model=...`, `+experiment=...`, `model/optimizer=...`, each option of a sweep) are checked
+    against the config files; keys against the config composed with the command's group choices, once per
+    combination of swept groups (up to `MAX_SWEEP_COMBINATIONS`).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.initialize import initialize_config_dir
+
+    if not overrides:
+        return
+    # initialize_config_dir restores the previous GlobalHydra state on exit, so the Hydra app starts clean.
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        parser = OverridesParser.create(config_loader=loader)  # with the loader: it expands glob() sweeps
+        try:
+            parsed = parser.parse_overrides(overrides)
+        except HydraException:
+            return  # a syntax error: Hydra's own message points at the character
+        _OverrideChecker(config_name, loader, parser).check(parsed)
+
+
+def _parse_hydra_flags(argv: Sequence[str]) -> argparse.Namespace | None:
+    """The command line as Hydra's own parser reads it; None where it would refuse it (Hydra then explains)."""
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in argv:
+        return None
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            return get_args_parser().parse_args(list(argv))
+    except SystemExit:
+        return None
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _OverrideChecker:
+    """The checks of one command line against one primary config (`train` or `eval`)."""
+
+    def __init__(self, config_name: str, loader: Any, parser: Any) -> None:
+        self.config_name = config_name
+        self.loader = loader
+        self.parser = parser
+
+    # --- Config group options --------------------------------------------------------------------------------
+
+    def is_group(self, override: Any) -> bool:
+        return bool(self.loader.repository.group_exists(override.key_or_group))
+
+    def group_options(self, group: str) -> list[str]:
+        from hydra.core.object_type import ObjectType
+
+        return sorted(self.loader.get_group_options(group, results_filter=ObjectType.CONFIG))
+
+    def check_group_option(self, override: Any) -> None:
+        if override.is_delete() or override.value_type is None:
+            return
+        group = override.key_or_group
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:  # `+experiment=[a,b]` selects several configs of the group at once
+            value = override.value()
+            values = list(value) if isinstance(value, list) else [value]
+        options = self.group_options(group)
+        for value in values:
+            if value is None or str(value) in options:
+                continue
+            raise ConfigError(self.unknown_option_message(group, str(value), options))
+
+    def unknown_option_message(self, group: str, value: str, options: list[str]) -> str:
+        close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+        message = f"Unknown {group} '{value}'."
+        if close:
+            message += f" Did you mean '{close[0]}'?"
+        message += f" Available: {', '.join(options)}."
+        folder = CONF_DIR / group
+        if folder.is_dir():
+            where = _display_path(folder)
+            message += f" Could not find '{group}/{value}' in {where}/: use one of these"
+            message += f", or add {where}/{value}.yaml." if value else "."
+        else:
+            message += f" Could not find '{group}/{value}': use one of these."
+        return message
+
+    # --- Config keys -----------------------------------------------------------------------------------------
+
+    def check(self, overrides: list[Any]) -> None:
+        """Group options first (they decide which keys exist), then keys against each combination of groups."""
+        for override in overrides:
+            if self.is_group(override):
+                self.check_group_option(override)
+        keys = [o for o in overrides if not self.is_group(o) and not _is_hydra_key(o.key_or_group)]
+        for override in keys:
+            if override.is_add() or override.is_force_add():
+                self.check_added_key_is_no_group(override)
+        changed = [o for o in keys if not (o.is_add() or o.is_force_add() or o.is_delete())]
+        if not changed:
+            return
+        # One compose without the swept groups: the whole check for a single run, and where a sweep's
+        # `hydra.sweeper.params` (e.g. from `+sweep=...`) are read.
+        first = self.try_compose(self.command_line(overrides, {}, changed=True), with_hydra=True)
+        params_source = first or self.try_compose(self.command_line(overrides, {}, changed=False), with_hydra=True)
+        combinations = self.group_combinations(overrides, params_source)
+        if combinations == [{}]:
+            self.check_keys(overrides, {}, changed, first)
+            return
+        for combination in combinations:
+            self.check_keys(overrides, combination, changed, None)
+
+    def command_line(self, overrides: list[Any], combination: dict[str, str], changed: bool) -> list[str]:
+        """The overrides one job composes: swept groups set to `combination`, swept keys and `hydra.*` left out
+        (Hydra checks its own), and the key changes only when `changed`."""
+        lines, placed = [], set()
+        for override in overrides:
+            key = override.get_key_element()
+            if key in combination:
+                lines.append(combination[key])
+                placed.add(key)
+            elif override.is_sweep_override() or _is_hydra_key(override.key_or_group):
+                continue
+            elif changed or self.is_group(override) or override.is_add() or override.is_force_add():
+                lines.append(override.input_line)
+        # Groups swept by the config's sweeper params come after the command line, as Hydra's BasicSweeper does.
+        return lines + [line for key, line in combination.items() if key not in placed]
+
+    def check_added_key_is_no_group(self, override: Any) -> None:
+        """`+experiement=resnet` would silently add a key and train the default model: almost surely a typo."""
+        key = override.key_or_group
+        if "." in key or override.is_sweep_override():
+            return
+        value = str(override.value())
+        for group in difflib.get_close_matches(key, self.top_level_groups(), n=3, cutoff=0.8):
+            if value in self.group_options(group):
+                prefix = "++" if override.is_force_add() else "+"
+                raise ConfigError(f"Unknown config group '{key}' in '{override.input_line}'. Did you mean "
+                                  f"'{prefix}{group}={value}'? ({prefix}{key}=... adds a new key '{key}' and "
+                                  f"leaves {group} as it is.)")
+
+    def top_level_groups(self) -> list[str]:
+        return [name for name in self.loader.list_groups("") if name != "hydra"]
+
+    def group_combinations(self, overrides: list[Any], composed: DictConfig | None) -> list[dict[str, str]]:
+        """Each set of group choices a (multi)run composes: `+experiment=a,b` and the config's sweeper params.
+
+        Like Hydra's BasicSweeper, sweeper params come first and the command line replaces those of the same key.
+        """
+        swept: dict[str, list[str]] = {}
+        for override in self.sweeper_params(composed) + overrides:
+            key = override.get_key_element()
+            if self.is_group(override) and override.is_sweep_override():
+                swept[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                swept.pop(key, None)
+        return [dict(zip(swept, choice)) for choice in
+                itertools.islice(itertools.product(*swept.values()), MAX_SWEEP_COMBINATIONS)]
+
+    def sweeper_params(self, composed: DictConfig | None) -> list[Any]:
+        """`hydra.sweeper.params` of a config composed with the Hydra node (e.g. `+sweep=...` sweeping experiments)."""
+        if composed is None:
+            return []
+        sweeper = composed.hydra.sweeper
+        params = sweeper.get("params") if "params" in sweeper else None
+        if not isinstance(params, DictConfig):
+            return []
+        try:
+            return self.parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
+        except Exception:  # e.g. Optuna's search-space syntax: keys only, nothing for the group check
+            return []
+
+    def try_compose(self, overrides: list[str], with_hydra: bool = False) -> DictConfig | None:
+        """The composed config, or None where Hydra refuses the overrides (the caller finds out why)."""
+        from hydra import compose
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            return compose(self.config_name, overrides=overrides, return_hydra_config=with_hydra)
+        except (HydraException, OmegaConfBaseException):
+            return None
+
+    def check_keys(self, overrides: list[Any], combination: dict[str, str], changed: list[Any],
+                   composed: DictConfig | None) -> None:
+        """Compose as Hydra would; only if that fails, find the key that does not exist and suggest one.
+
+        `composed`: this combination's config, when already composed with its key changes.
+        """
+        full = composed or self.try_compose(self.command_line(overrides, combination, changed=True))
+        # Swept keys are never composed here (a value per job): they only need to exist.
+        to_walk = changed if full is None else [o for o in changed if o.is_sweep_override()]
+        if not to_walk:
+            return
+        cfg = full or self.try_compose(self.command_line(overrides, combination, changed=False))
+        if cfg is None:
+            return  # the groups themselves do not compose: Hydra's own message says why
+        for override in to_walk:
+            for key in _keys_set_by(override):
+                problem = self.key_problem(cfg, key, override, combination)
+                if problem:
+                    raise ConfigError(problem)
+
+    def key_problem(self, cfg: DictConfig, key: str, override: Any, combination: dict[str, str]) -> str | None:
+        """Why `key` (of `override`) cannot be set in `cfg`, with the closest key; None when it can (or cannot tell)."""
+        segments = key.split(".")
+        node: Any = cfg
+        for depth, segment in enumerate(segments):
+            parent = ".".join(segments[:depth])
+            if isinstance(node, DictConfig):
+                if node._is_interpolation() or node._is_missing():
+                    return None
+                if node._is_none():
+                    return f"Unknown config key '{key}': '{parent}' is null here, so it has no keys to set."
+                if segment not in node.keys():  # not `in node`: that resolves interpolations, and struct mode raises
+                    return self.unknown_key_message(cfg, key, override, node, depth, combination)
+                node = node._get_node(segment)
+            elif isinstance(node, ListConfig):
+                if node._is_interpolation() or node._is_missing() or node._is_none():
+                    return None
+                if not segment.isdigit() or int(segment) >= len(node):
+                    return f"Unknown config key '{key}': '{parent}' is a list of {len(node)} items."
+                node = node._get_node(int(segment))
+            else:
+                if node._is_interpolation():
+                    return None
+                value = node._value()
+                return (f"Unknown config key '{key}': '{parent}' is "
+                        f"{'null' if value is None else f'a value ({value})'} here, so it has no keys to set.")
+        return None
+
+    def unknown_key_message(self, cfg: DictConfig, key: str, override: Any, parent: DictConfig, depth: int,
+                            combination: dict[str, str]) -> str:
+        value = override.input_line.split("=", 1)[1] if key == override.key_or_group else "..."
+        suggestion = self.suggest_group(key, value) or _suggest_key(cfg, key, parent, depth)
+        message = f"Unknown config key '{key}'."
+        if combination:
+            message = f"Unknown config key '{key}' (with {' '.join(combination.values())})."
+        if suggestion:
+            message += f" Did you mean '{suggestion}'?"
+        elif depth and len(parent) <= 12:
+            message += f" '{'.'.join(key.split('.')[:depth])}' has: {', '.join(str(k) for k in parent.keys())}."
+        else:
+            command = APP_COMMANDS.get(self.config_name, "the command")
+            message += f" No similar key in conf/{self.config_name}.yaml (list them with `{command} --cfg job`)."
+        if key == override.key_or_group:
+            return message + f" To add a new key on purpose, write +{key}={value}."
+        return message + f" To add new keys on purpose, write ++{override.input_line}."
+
+    def suggest_group(self, key: str, value: str) -> str | None:
+        """`experiement=resnet`: the user meant a config group, not a key."""
+        if "." in key:
+            return None
+        for group in difflib.get_close_matches(key, self.top_level_groups(), n=3, cutoff=0.8):
+            if value in self.group_options(group):
+                return f"+{group}={value}"
+        return None
+
+
+def _keys_set_by(override: Any) -> list[str]:
+    """`a.b={c: 1, d: {e: 2}}` sets `a.b`, `a.b.c` and `a.b.d.e`: each must exist for Hydra to merge it."""
+    keys = [override.key_or_group]
+    if not override.is_sweep_override():
+        stack = [(override.key_or_group, override.value())]
+        while stack:
+            prefix, value = stack.pop()
+            if isinstance(value, dict):
+                for name, child in value.items():
+                    keys.append(f"{prefix}.{name}")
+                    stack.append((f"{prefix}.{name}", child))
+    return keys
+
+
+def _is_hydra_key(key_or_group: str) -> bool:
+    return key_or_group == "hydra" or key_or_group.startswith(("hydra.", "hydra/"))
+
+
+def _suggest_key(cfg: DictConfig, key: str, parent: DictConfig, depth: int) -> str | None:
+    """A sibling of the mistyped segment whose full path exists, else the closest of all keys in the config."""
+    segments = key.split(".")
+    all_keys = [k for k in _dotted_keys(cfg) if not _is_hydra_key(k)]
+    prefix = segments[:depth]
+    rest = segments[depth + 1:]
+    siblings = [str(k) for k in parent.keys() if k != "hydra"]
+    for sibling in difflib.get_close_matches(segments[depth], siblings, n=3, cutoff=0.6):
+        candidate = ".".join([*prefix, sibling, *rest])
+        if candidate in all_keys:
+            return candidate
+    tails = sorted((k for k in all_keys if k.endswith("." + key)), key=len)  # `max_epochs` -> `trainer.max_epochs`
+    if tails:
+        return tails[0]
+    # Elsewhere in the tree (`optimizer.lrr` -> `model.optimizer.lr`), judged by the last name: full paths that
+    # share a long prefix look alike whatever their last names (`model.optimizer.momentum` is not `...lr`).
+    last = segments[-1]
+    same_last = [k for k in all_keys if difflib.SequenceMatcher(None, last, k.rsplit(".", 1)[-1]).ratio() >= 0.8]
+    close = difflib.get_close_matches(key, same_last, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def _dotted_keys(node: DictConfig, prefix: str = "") -> Iterator[str]:
+    """Every key path of `node` (containers and leaves), without resolving interpolations."""
+    if node._is_none() or node._is_missing() or node._is_interpolation():
+        return
+    for name in node.keys():
+        path = f"{prefix}{name}"
+        yield path
+        child = node._get_node(name)
+        if isinstance(child, DictConfig):
+            yield from _dotted_keys(child, path + ".")
