@@ -157,6 +157,8 @@ def load_eval_data(data_cfg: DictConfig) -> tuple[dict[str, tuple[np.ndarray, np
         download=bool(data_cfg.get("download", False)), cache=bool(data_cfg.get("cache", True)),
         cache_dir=data_cfg.get("cache_dir"), val_fraction=float(data_cfg.get("val_fraction", 0.1)),
         split_seed=int(data_cfg.get("split_seed", 42)), num_workers=0,
+        bad_images=str(data_cfg.get("bad_images", "error")), wrong_size=str(data_cfg.get("wrong_size", "error")),
+        color=str(data_cfg.get("color", "convert")),
     )
     datamodule.prepare_data()
     datamodule.setup("test")

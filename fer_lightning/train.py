@@ -21,6 +21,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.callbacks.timing import EpochTimer
+from fer_lightning.checkpoints import check_checkpoint_matches, read_checkpoint_meta, safe_checkpoint_globals
+from fer_lightning.config import claim_run_dir, current_run_id
 from fer_lightning.models.module import FERClassifier
 from fer_lightning.plots import save_confusion_matrix
 
@@ -44,6 +46,8 @@ def _as_float(value: Any) -> float | None:
 
 @rank_zero_only
 def _write_run_files(cfg: DictConfig, output_dir: Path) -> None:
+    # Two launches resolved to one folder (the same hydra.run.dir twice, say) must not mix their files.
+    claim_run_dir(output_dir, cfg.get("run_id") or current_run_id())
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -83,19 +87,12 @@ def resolve_resume_path(ckpt_path: str | Path) -> Path:
     return max(candidates, key=lambda c: c.stat().st_mtime_ns)
 
 
-def _checkpoint_extras(path: Path) -> dict[str, Any]:
-    import torch
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    return checkpoint.get("fer_lightning", {}) if isinstance(checkpoint, dict) else {}
-
-
 def _continue_wandb_run(cfg: DictConfig, ckpt_path: Path) -> None:
     """Resuming logs into the W&B run the checkpoint came from, so the dashboard shows one continuous run."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not wandb_cfg or wandb_cfg.get("id"):
         return  # no W&B, or the user chose the run
-    run_id = _checkpoint_extras(ckpt_path).get("wandb_run_id")
+    run_id = read_checkpoint_meta(ckpt_path).extras.get("wandb_run_id")
     if run_id:
         with open_dict(cfg):
             wandb_cfg.id = run_id
@@ -109,6 +106,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("ckpt_path"):
         with open_dict(cfg):
             cfg.ckpt_path = str(resolve_resume_path(cfg.ckpt_path))
+        # before any work: a checkpoint of another network or class set fails here, with the overrides that fit
+        check_checkpoint_matches(cfg.ckpt_path, cfg.model)
         if cfg.get("train", True):
             _continue_wandb_run(cfg, Path(cfg.ckpt_path))
     _write_run_files(cfg, output_dir)
@@ -130,9 +129,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     finished = False
     try:
-        if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics = _evaluate(cfg, trainer, model, datamodule)
+        with safe_checkpoint_globals():  # config-born hyperparameters (OmegaConf lists) in weights_only loads
+            if cfg.get("train", True):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics = _evaluate(cfg, trainer, model, datamodule)
         for logger in loggers:
             logger.log_hyperparams({"data": datamodule.describe()})
         _write_results(metrics, model, datamodule, output_dir)

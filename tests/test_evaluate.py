@@ -229,7 +229,7 @@ def test_evaluate_cli_reports_with_and_without_tta(trained_checkpoint: Path, cla
                        f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "logs" / "eval" / "runs").iterdir()
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}_flip_1models", run_dir.name)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[^_/]+-\d+_flip_1models", run_dir.name)  # time_host-pid
     metrics = json.loads((run_dir / "metrics.json").read_text())
     rates = [f"{p}{s}/{m}" for p in ("", "no_tta/") for s in ("val", "test")
              for m in ("acc", "f1_macro", *(f"acc_{c}" for c in EMOTIONS))]
