@@ -117,3 +117,12 @@ def test_resume_path_errors_name_the_path(tmp_path: Path) -> None:
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(FileNotFoundError, match="empty_run"):
         resolve_resume_path(tmp_path / "empty_run")
+
+
+def test_resuming_from_a_checkpoint_of_another_network_fails_before_training(tmp_path: Path) -> None:
+    shipped = ROOT / "fer_lightning" / "assets" / "fer2013_compact_cnn.ckpt"
+    result = _cli(["data=synthetic", "+experiment=scratch_cnn", "logger=csv", f"ckpt_path={shipped}",
+                   f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode != 0
+    assert "was trained with backbone 'compact_cnn'" in result.stderr and "+experiment=compact_cnn" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
