@@ -99,11 +99,11 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
     )
 
 
-def check_checkpoint_matches(path: str | Path, model_cfg: DictConfig) -> None:
+def check_checkpoint_matches(path: str | Path, model_cfg: DictConfig) -> CheckpointMeta:
     """Refuse to resume from (or test) a checkpoint of another network than `model_cfg` builds.
 
     Call it with the run's `cfg.ckpt_path` (a file) and `cfg.model` before `trainer.fit`/`trainer.test`; the
-    error names every setting that differs and the overrides that match the checkpoint.
+    error names every setting that differs and the overrides that match the checkpoint. Returns what it read.
     """
     meta = read_checkpoint_meta(path)
     wanted = _model_settings(model_cfg)
@@ -111,7 +111,7 @@ def check_checkpoint_matches(path: str | Path, model_cfg: DictConfig) -> None:
              "input_size": meta.input_size, "in_chans": meta.in_chans, "gray_input": meta.gray_input}
     differing = [name for name, value in wanted.items() if value is not None and value != found[name]]
     if not differing:
-        return
+        return meta
     with_names = "class_names" in differing and "num_classes" not in differing
     this_run = _describe(*(wanted[name] if wanted[name] is not None else found[name] for name in found),
                          with_class_names=with_names)

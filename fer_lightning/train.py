@@ -17,11 +17,12 @@ from hydra.utils import instantiate
 from lightning import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.callbacks.timing import EpochTimer
-from fer_lightning.checkpoints import check_checkpoint_matches, read_checkpoint_meta, safe_checkpoint_globals
+from fer_lightning.checkpoints import CheckpointMeta, check_checkpoint_matches, safe_checkpoint_globals
 from fer_lightning.config import claim_run_dir, current_run_id
 from fer_lightning.models.module import FERClassifier
 from fer_lightning.plots import save_confusion_matrix
@@ -87,17 +88,17 @@ def resolve_resume_path(ckpt_path: str | Path) -> Path:
     return max(candidates, key=lambda c: c.stat().st_mtime_ns)
 
 
-def _continue_wandb_run(cfg: DictConfig, ckpt_path: Path) -> None:
+def _continue_wandb_run(cfg: DictConfig, checkpoint: CheckpointMeta) -> None:
     """Resuming logs into the W&B run the checkpoint came from, so the dashboard shows one continuous run."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
     if not wandb_cfg or wandb_cfg.get("id"):
         return  # no W&B, or the user chose the run
-    run_id = read_checkpoint_meta(ckpt_path).extras.get("wandb_run_id")
+    run_id = checkpoint.extras.get("wandb_run_id")
     if run_id:
         with open_dict(cfg):
             wandb_cfg.id = run_id
             wandb_cfg.resume = "allow"
-        log.info("Resuming W&B run %s from %s", run_id, ckpt_path)
+        log.info("Resuming W&B run %s from %s", run_id, checkpoint.path)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -107,9 +108,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         with open_dict(cfg):
             cfg.ckpt_path = str(resolve_resume_path(cfg.ckpt_path))
         # before any work: a checkpoint of another network or class set fails here, with the overrides that fit
-        check_checkpoint_matches(cfg.ckpt_path, cfg.model)
+        checkpoint = check_checkpoint_matches(cfg.ckpt_path, cfg.model)
         if cfg.get("train", True):
-            _continue_wandb_run(cfg, Path(cfg.ckpt_path))
+            _continue_wandb_run(cfg, checkpoint)
     _write_run_files(cfg, output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -155,7 +156,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 def _explain_resume(trainer: Trainer, output_dir: Path) -> None:
     saved = [p for p in (output_dir / "checkpoints" / "interrupted.ckpt", output_dir / "checkpoints" / "last.ckpt")
              if p.is_file()]
-    if saved and trainer.state.status.value == "interrupted":
+    if saved and trainer.state.status == TrainerStatus.INTERRUPTED:
         log.warning("Training stopped at epoch %d, step %d. Resume with: python -m fer_lightning <same overrides> "
                     "ckpt_path=%s", trainer.current_epoch, trainer.global_step, output_dir)
 

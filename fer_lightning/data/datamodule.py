@@ -48,7 +48,6 @@ class FERDataModule(LightningDataModule):
     name = "fer"
     is_synthetic = False
     official_val_source = "official (PublicTest)"  # how `val_source` reads when the source has its own val split
-    read_problems = ReadProblems()  # what the reader skipped or altered; set by `setup`, reported by `describe`
 
     def __init__(
         self,
@@ -79,6 +78,7 @@ class FERDataModule(LightningDataModule):
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.val_source: str = ""
         self._arrays: FERArrays | None = None  # held only between prepare_data and setup
+        self.read_problems = ReadProblems()  # what the reader skipped or altered; set by `setup`, in `describe`
 
     def load_arrays(self) -> FERArrays:
         raise NotImplementedError
@@ -135,16 +135,20 @@ class FERDataModule(LightningDataModule):
         images, labels = self.splits[split]
         return FERDataset(images, labels, transform)
 
-    def _loader(self, dataset: FERDataset, shuffle: bool, batch_size: int, sampler=None) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: FERDataset, train: bool, sampler=None) -> DataLoader:
+        # Training loaders reseed the augmentation every epoch (and in every worker) from the run's generator.
+        loader_class, extra = (TrainDataLoader, {"worker_init_fn": seed_worker_augmentations}) if train else (
+            DataLoader, {})
+        return loader_class(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,  # torch refuses it with 0
             drop_last=False,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -153,17 +157,7 @@ class FERDataModule(LightningDataModule):
         if self.weighted_sampling:
             per_class = self.class_weights()
             sampler = WeightedRandomSampler(per_class[dataset.labels], num_samples=len(dataset), replacement=True)
-        return TrainDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=seed_worker_augmentations,
-            drop_last=False,
-        )
+        return self._loader(dataset, train=True, sampler=sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split, self.eval_transform)
@@ -171,7 +165,7 @@ class FERDataModule(LightningDataModule):
         # as many; that would count some PublicTest/PrivateTest faces twice. Each face is seen exactly once here,
         # so synced metrics equal a single process's.
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False) if _distributed() else None
-        return self._loader(dataset, False, self.eval_batch_size, sampler=sampler)
+        return self._loader(dataset, train=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning import Callback, LightningModule
+from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -287,7 +288,7 @@ class FERClassifier(LightningModule):
         # states are not in the state_dict) and the W&B run to continue.
         if self.val_acc_best.update_called:
             extra["val_acc_best"] = float(self.val_acc_best.compute())
-        wandb_ids = [logger.version for logger in self.trainer.loggers if type(logger).__name__ == "WandbLogger"]
+        wandb_ids = [logger.version for logger in self.trainer.loggers if isinstance(logger, WandbLogger)]
         if wandb_ids and wandb_ids[0]:
             extra["wandb_run_id"] = str(wandb_ids[0])
         if datamodule is not None:
