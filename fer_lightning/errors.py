@@ -11,3 +11,10 @@ from __future__ import annotations
 
 class FERLightningError(Exception):
     """Something the user can fix: bad input, a missing file, a wrong setting. The message says how."""
+
+
+class UsageError(FERLightningError, ValueError):
+    """A request that cannot mean anything (an unknown key or format, a missing required argument).
+
+    Commands answer it with their usage text and exit status 2, before any work or output.
+    """

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_lightning.inference.classifier import EmotionClassifier
+from fer_lightning.inference.base import EmotionClassifier
 from fer_lightning.preprocessing import FER_FACE_SIZE, Transform, prepare_face
 
 TTA_MODES: tuple[str, ...] = ("none", "flip", "tencrop")

@@ -18,9 +18,10 @@ from conftest import TrainedRun, make_tiny_fer
 from omegaconf import DictConfig
 
 from fer_lightning.config import compose_config
-from fer_lightning.evaluate import checkpoint_paths, evaluate, evaluate_splits, split_metrics
+from fer_lightning.evaluation import checkpoint_paths, evaluate, evaluate_splits
 from fer_lightning.inference.classifier import TorchEmotionClassifier
 from fer_lightning.labels import EMOTIONS
+from fer_lightning.metrics import split_metrics
 from fer_lightning.preprocessing import prepare_face
 from fer_lightning.tta import (
     TTA_MODES,

@@ -16,14 +16,14 @@ import torch
 from conftest import face_crop
 
 import fer_lightning
+from fer_lightning.cli.export import main as export_main
 from fer_lightning.data.synthetic import make_synthetic_faces
-from fer_lightning.export import main as export_main
 from fer_lightning.inference.classifier import EmotionClassifier, TorchEmotionClassifier, load_classifier, softmax
 from fer_lightning.inference.export import (
     export_onnx,
     export_torchscript,
     load_torchscript,
-    max_abs_prob_diff,
+    parity,
     quantize_int8,
 )
 from fer_lightning.inference.onnx_runtime import METADATA_KEY, OnnxEmotionClassifier
@@ -92,7 +92,7 @@ def test_onnx_matches_the_checkpoint_for_any_batch_size(trained_checkpoint: Path
         assert got.shape == (len(batch), 7) and got.dtype == np.float32
         assert np.abs(got - expected).max() < PARITY
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    assert max_abs_prob_diff(trained_checkpoint, onnx_model, faces) < PARITY
+    assert parity(trained_checkpoint, onnx_model, faces).max_abs_diff < PARITY
     assert exported.predict_proba(faces[:0]).shape == (0, 7)
     with pytest.raises(ValueError, match=r"\(N, 1, 48, 48\)"):
         exported.predict_proba(faces[:, :, :40, :40])

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fer_lightning.models.factory import PretrainedWeightsUnavailable, create_network
+from fer_lightning.models.factory import create_network
 from fer_lightning.models.scratch import CompactCNN, SeedCNN
+from fer_lightning.models.weights import PretrainedWeightsError
 
 
 def test_seed_cnn_matches_the_keras_architecture() -> None:
@@ -46,7 +47,7 @@ def test_unknown_network_suggests_timm_names() -> None:
 
 
 def test_scratch_network_refuses_pretrained() -> None:
-    with pytest.raises(PretrainedWeightsUnavailable, match="model.pretrained=false"):
+    with pytest.raises(PretrainedWeightsError, match="model.pretrained=false"):
         create_network("scratch_cnn", num_classes=7, pretrained=True)
 
 
@@ -55,5 +56,5 @@ def test_unavailable_pretrained_weights_fail_loudly_not_silently(monkeypatch: py
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, not after retries
-    with pytest.raises(PretrainedWeightsUnavailable, match="model.pretrained=false"):
+    with pytest.raises(PretrainedWeightsError, match="model.pretrained=false"):
         create_network("resnet18", num_classes=7, pretrained=True)

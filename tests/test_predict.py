@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from conftest import YUNET_ENV, face_photo, yunet_model_file
 
+from fer_lightning.cli.predict import EXIT_BAD_INPUT, EXIT_SOME_UNREADABLE, parse_args
+from fer_lightning.inference.pipeline import PredictConfig, run
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.inference.video import InputError, VideoStream, resolve_input
 from fer_lightning.labels import EMOTIONS
-from fer_lightning.predict import EXIT_BAD_INPUT, EXIT_SOME_UNREADABLE, PredictConfig, parse_args, run
 
 RECORD_KEYS = {"source", "frame", "time_s", "box", "score", "label", "probs"}
 

@@ -491,7 +491,7 @@ def test_compile_with_inductor(tmp_path: Path) -> None:
         model, datamodule=_datamodule())
     assert list(model.state_dict()) == keys
     loaded = FERClassifier.from_checkpoint(checkpoint.last_model_path)
-    assert loaded.hparams.compile is False and loaded._loop_net() is loaded.net
+    assert loaded.speed_settings.compile is False and loaded._loop_net() is loaded.net
 
 
 # --- Experiments --------------------------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ def test_cpu_budget_and_vgg_fer_experiments_hold_their_recipes(tmp_path: Path) -
     vgg = _cfg(tmp_path, ["+experiment=vgg_fer"])
     assert (vgg.model.backbone, vgg.model.input_size, vgg.transforms.crop_size) == ("vgg_fer", 40, 40)
     assert vgg.model.optimizer._target_ == "torch.optim.SGD" and vgg.model.optimizer.nesterov is True
-    assert vgg.model.label_smoothing == 0.1 and vgg.transforms.erasing_p == 0.5 and vgg.trainer.max_epochs >= 50
+    assert vgg.model.loss.label_smoothing == 0.1 and vgg.transforms.erasing_p == 0.5 and vgg.trainer.max_epochs >= 50
     gpu = _cfg(tmp_path, ["+experiment=vgg_fer", "trainer=gpu_bf16"])
     assert gpu.trainer.precision == "bf16-mixed" and gpu.trainer.accelerator == "gpu"
 
@@ -515,7 +515,7 @@ def test_cpu_budget_and_vgg_fer_experiments_hold_their_recipes(tmp_path: Path) -
 def test_cpu_budget_checkpoint_exports_to_onnx_with_its_crop(tmp_path: Path) -> None:
     """A short cpu_budget run (EMA, 44 px crops) ends in a checkpoint that inference and ONNX export take as is."""
     from fer_lightning.inference.classifier import TorchEmotionClassifier
-    from fer_lightning.inference.export import export_onnx, max_abs_prob_diff, parity_faces
+    from fer_lightning.inference.export import export_onnx, parity, parity_faces
 
     cfg = _cfg(tmp_path, ["+experiment=cpu_budget", "logger=none", "trainer.max_epochs=1", "trainer.accelerator=cpu",
                           "callbacks.progress_bar=null", "callbacks.model_summary=null", *SMALL_SYNTHETIC])
@@ -525,12 +525,12 @@ def test_cpu_budget_checkpoint_exports_to_onnx_with_its_crop(tmp_path: Path) -> 
     assert isinstance(classifier.eval_transform.transforms[0], A.CenterCrop)
     assert classifier.eval_transform.transforms[0].height == 44 and classifier.model.hparams.input_size == 44
     onnx_path = export_onnx(ckpt, tmp_path / "model.onnx")
-    assert max_abs_prob_diff(ckpt, onnx_path, parity_faces(classifier.eval_transform, count=4)) < 1e-5
+    assert parity(ckpt, onnx_path, parity_faces(classifier.eval_transform, count=4)).max_abs_diff < 1e-5
 
 
 def test_recipe_switches_compose_into_a_fast_dev_run(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, ["+experiment=compact_cnn", "+debug=fdr", "logger=csv", "model.mixup_alpha=0.2",
-                          "model.cutmix_alpha=1.0", "model.ema_decay=0.99", "transforms.crop_size=40",
+    cfg = _cfg(tmp_path, ["+experiment=compact_cnn", "+debug=fdr", "logger=csv", "model.mixing.mixup_alpha=0.2",
+                          "model.mixing.cutmix_alpha=1.0", "model.ema_decay=0.99", "transforms.crop_size=40",
                           "transforms.erasing_p=0.5", "model/optimizer=sgd", "model/scheduler=cosine_warmup",
                           *SMALL_SYNTHETIC])
     metrics, objects = train(cfg)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fer_lightning.labels import EMOTIONS
-from fer_lightning.report import collect_runs, confusion_figure, read_curves, summarize, write_report
+from fer_lightning.reporting import collect_runs, confusion_figure, read_curves, summarize, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # plus the state that must survive a restart: EMA weights, cosine scheduler, optimizer moments, best score.
 RUN = ["data=synthetic", "data.num_train=160", "data.num_val=64", "data.num_test=64", "data.batch_size=16",
        "+experiment=compact_cnn", "trainer.max_epochs=3", "trainer.deterministic=true", "model.ema_decay=0.9",
-       "model.mixup_alpha=0.2", "model.mix_prob=0.5", "callbacks.progress_bar=null", "seed=7"]
+       "model.mixing.mixup_alpha=0.2", "model.mixing.prob=0.5", "callbacks.progress_bar=null", "seed=7"]
 # What legitimately differs between two runs of the same training.
 RUN_SPECIFIC = {"best_ckpt_path", "output_dir", "train_time_s", "train/images_per_s"}
 

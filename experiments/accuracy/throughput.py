@@ -39,7 +39,7 @@ def model_only(cfg, batches: int) -> float:
     size, batch = cfg.model.input_size, cfg.data.batch_size
     x = torch.randn(batch, cfg.model.in_chans, size, size)
     y = torch.randint(0, cfg.model.num_classes, (batch,))
-    if cfg.model.get("channels_last"):  # as the module does inside the Trainer's loops
+    if cfg.model.speed.channels_last:  # as the module does inside the Trainer's loops
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     for step in range(batches + 10):

@@ -27,8 +27,8 @@ import numpy as np
 
 from fer_lightning.assets import shipped_model_file
 from fer_lightning.inference.classifier import load_classifier
+from fer_lightning.inference.pipeline import PredictConfig, run
 from fer_lightning.inference.recognizer import EmotionRecognizer
-from fer_lightning.predict import PredictConfig, run
 
 
 def face_frame() -> np.ndarray:

@@ -24,10 +24,10 @@ import yaml
 import fer_lightning
 from fer_lightning.assets import ASSETS_DIR, SHIPPED_MODEL_STEM
 from fer_lightning.data.datamodule import load_fer2013
-from fer_lightning.evaluate import split_metrics as evaluation_metrics
 from fer_lightning.inference.export import export_onnx
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.labels import EMOTIONS, TEST, VAL
+from fer_lightning.metrics import split_metrics as evaluation_metrics
 
 KEEP_KEYS = ("state_dict", "hyper_parameters", "fer_lightning", "epoch", "global_step", "pytorch-lightning_version")
 AGREEMENT_TOLERANCE = 1e-3  # batch composition changes float sums in the last bits; never an argmax at scale
@@ -42,7 +42,7 @@ def slim_checkpoint(source: Path, target: Path) -> None:
 
 
 def split_metrics(recognizer: EmotionRecognizer, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """The card's numbers for one split, with the training module's metric definitions (evaluate.split_metrics)."""
+    """The card's numbers for one split, with the metric definitions training uses (fer_lightning.metrics)."""
     probs = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])) for i in range(0, len(images), 512)])
     metrics = evaluation_metrics(probs, labels, EMOTIONS, "split")
     return {"acc": metrics["split/acc"], "f1_macro": metrics["split/f1_macro"],
@@ -86,7 +86,7 @@ def main() -> None:
         "epochs_trained": run_metrics["epochs"], "selected_epoch": int(torch.load(ckpt, weights_only=False)["epoch"]),
         "train_time_s": run_metrics["train_time_s"], "train_images_per_s": run_metrics["train/images_per_s"],
         "optimizer": config["model"]["optimizer"], "scheduler": config["model"]["scheduler"],
-        "label_smoothing": config["model"].get("label_smoothing"), "batch_size": config["data"]["batch_size"],
+        "label_smoothing": config["model"]["loss"]["label_smoothing"], "batch_size": config["data"]["batch_size"],
         "seed": config["seed"], "train_transform": config["data"]["train_transform"],
         "class_counts": run_metrics["class_counts"],
         "files": {kind: {"name": path.name, "bytes": path.stat().st_size} for kind, path in

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fer_lightning.errors import FERLightningError
+
 log = logging.getLogger(__name__)
 
 KAGGLE_DATASET = "msambare/fer2013"
@@ -13,7 +15,7 @@ KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
 _KNOWN_FILES = ("fer2013.csv", "icml_face_data.csv", "fer2013.zip", "archive.zip")
 
 
-class FER2013NotFoundError(FileNotFoundError):
+class FER2013NotFoundError(FERLightningError, FileNotFoundError):
     """No FER2013 where the config points; the message says where it looked and how to get the data."""
 
 

@@ -8,29 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from fer_lightning.inference.base import EmotionClassifier, softmax
 from fer_lightning.preprocessing import Transform
 
-
-@runtime_checkable
-class EmotionClassifier(Protocol):
-    """What the recogniser needs from a model."""
-
-    class_names: tuple[str, ...]
-    eval_transform: Transform
-
-    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 prepared faces -> (N, num_classes) float32 probabilities."""
-        ...
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+__all__ = ["EmotionClassifier", "TorchEmotionClassifier", "load_classifier", "softmax"]
 
 
 def eval_transform_from_metadata(meta: dict[str, Any], input_size: int, mean: float, std: float) -> Transform:

@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from fer_lightning.errors import FERLightningError
+
 YUNET_URL = (
     "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
 )
@@ -36,7 +38,7 @@ _YUNET_ADVICE = (
 )
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(FERLightningError, RuntimeError):
     """A detector cannot be built on this machine (missing model file, no network, cascade not shipped)."""
 
 

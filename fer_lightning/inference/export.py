@@ -25,6 +25,7 @@ import json
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ import torch
 from torch import nn
 
 import fer_lightning
+from fer_lightning.errors import FERLightningError, UsageError
+from fer_lightning.inference.base import softmax
 from fer_lightning.inference.classifier import TorchEmotionClassifier
 from fer_lightning.inference.onnx_runtime import (
     METADATA_FORMAT_VERSION,
@@ -43,10 +46,18 @@ from fer_lightning.inference.onnx_runtime import (
 )
 from fer_lightning.preprocessing import Transform, prepare_face
 
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> suffix of the written file
+QUANTIZATIONS = ("int8",)
+PARITY_TOLERANCE = 1e-4  # float32 exports agree to ~1e-7 in probability; more means a broken export
+PARITY_FACES = 16
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 TORCHSCRIPT_METADATA_FILE = "fer_lightning.json"  # the torch.jit _extra_files entry holding the metadata
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter implements
+
+
+class ExportMismatchError(FERLightningError, RuntimeError):
+    """The exported file computes something else than the checkpoint."""
 
 
 class ExportedNetwork(nn.Module):
@@ -131,7 +142,7 @@ def export_onnx(ckpt_path: str | Path, output_path: str | Path, opset: int = MIN
     without it the batch is fixed at 1 (some accelerators' runtimes want static shapes).
     """
     if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is not supported: torch's ONNX exporter writes opset {MIN_OPSET} or newer "
+        raise UsageError(f"opset {opset} is not supported: torch's ONNX exporter writes opset {MIN_OPSET} or newer "
                          "(every onnxruntime since 1.14 runs opset 18)")
     onnx = _import_onnx()
     _, network, metadata = _load(ckpt_path)
@@ -221,8 +232,78 @@ def parity_faces(transform: Transform, count: int = 8, seed: int = 0) -> np.ndar
     return np.stack([prepare_face(image, transform) for image in images])
 
 
-def max_abs_prob_diff(ckpt_path: str | Path, onnx_path: str | Path, faces: np.ndarray) -> float:
-    """Largest probability difference between the checkpoint (PyTorch) and the exported file (onnxruntime)."""
-    reference = TorchEmotionClassifier.from_checkpoint(ckpt_path).predict_proba(faces)
-    exported = OnnxEmotionClassifier(onnx_path).predict_proba(faces)
-    return float(np.abs(reference - exported).max())
+@dataclass(frozen=True)
+class Parity:
+    """How far an exported file is from its checkpoint on the same prepared faces."""
+
+    path: Path
+    max_abs_diff: float  # largest |p_checkpoint - p_exported| over all faces and classes
+    same_top_class: int  # faces whose predicted class agrees
+    faces: int
+    quantized: bool  # an int8 file is expected to differ; only float32 files are held to PARITY_TOLERANCE
+
+    def describe(self) -> str:
+        return (f"check {self.path.name}: max |p_checkpoint - p_exported| = {self.max_abs_diff:.2e} over "
+                f"{self.faces} synthetic faces, same top class on {self.same_top_class}/{self.faces}")
+
+    @property
+    def broken(self) -> bool:
+        return not self.quantized and self.max_abs_diff > PARITY_TOLERANCE
+
+
+def parity(ckpt_path: str | Path, exported_path: str | Path, faces: np.ndarray | None = None) -> Parity:
+    """The one parity check: the checkpoint (PyTorch) against its export (ONNX via onnxruntime, or TorchScript).
+
+    ``faces`` default to `PARITY_FACES` synthetic faces prepared with the checkpoint's own eval transform.
+    """
+    reference = TorchEmotionClassifier.from_checkpoint(ckpt_path)
+    if faces is None:
+        faces = parity_faces(reference.eval_transform, count=PARITY_FACES)
+    expected = reference.predict_proba(faces)
+    exported_path = Path(exported_path)
+    if exported_path.suffix.lower() == ".onnx":
+        classifier = OnnxEmotionClassifier(exported_path)
+        probs, quantized = classifier.predict_proba(faces), "quantization" in classifier.metadata
+    else:
+        module, _ = load_torchscript(exported_path)
+        with torch.no_grad():
+            probs, quantized = softmax(module(torch.from_numpy(faces)).numpy()), False
+    return Parity(exported_path, float(np.abs(probs - expected).max()),
+                  int((probs.argmax(1) == expected.argmax(1)).sum()), len(faces), quantized)
+
+
+def check_parity(ckpt_path: str | Path, exported_path: str | Path, faces: np.ndarray | None = None) -> Parity:
+    """`parity`, raising `ExportMismatchError` for a float32 export past `PARITY_TOLERANCE`."""
+    result = parity(ckpt_path, exported_path, faces)
+    if result.broken:
+        raise ExportMismatchError(
+            f"{result.path} disagrees with {ckpt_path} (max probability difference {result.max_abs_diff:.2e} > "
+            f"{PARITY_TOLERANCE:.0e}): the export is broken; please report it")
+    return result
+
+
+def export_checkpoint(ckpt_path: str | Path, format: str = "onnx", output: str | Path | None = None,
+                      opset: int = MIN_OPSET, quantize: str | None = None) -> list[Path]:
+    """Every file an export asks for: the ONNX or TorchScript file, and its int8 copy when ``quantize="int8"``.
+
+    ``output`` defaults to the checkpoint's path with the format's suffix; the int8 copy is
+    ``<output stem>.int8.onnx``. The checkpoint is read safely first, so a file that is no checkpoint is refused
+    with its path before anything is written.
+    """
+    from fer_lightning.checkpoints import read_checkpoint_meta
+
+    if format not in FORMATS:
+        raise UsageError(f"format must be one of {sorted(FORMATS)}, got '{format}'")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise UsageError(f"quantize must be one of {list(QUANTIZATIONS)} or null, got '{quantize}'")
+    if quantize is not None and format != "onnx":
+        raise UsageError(f"quantize={quantize} applies to format=onnx only")
+    ckpt_path = Path(ckpt_path)
+    read_checkpoint_meta(ckpt_path)  # a missing file, a directory, an .onnx or no checkpoint at all: said here
+    output_path = Path(output) if output else ckpt_path.with_suffix(FORMATS[format])
+    if format == "torchscript":
+        return [export_torchscript(ckpt_path, output_path)]
+    written = [export_onnx(ckpt_path, output_path, opset=opset)]
+    if quantize == "int8":
+        written.append(quantize_int8(output_path, output_path.with_name(f"{output_path.stem}.int8.onnx")))
+    return written

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_lightning.inference.classifier import softmax
+from fer_lightning.inference.base import softmax
 from fer_lightning.preprocessing import Transform
 
 METADATA_KEY = "fer_lightning"  # the metadata_props key fer_lightning.inference.export writes

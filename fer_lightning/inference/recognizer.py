@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fer_lightning.inference.classifier import EmotionClassifier, load_classifier
+from fer_lightning.inference.base import EmotionClassifier
+from fer_lightning.inference.classifier import load_classifier
 from fer_lightning.inference.detectors import Detection, DetectorUnavailable, FaceDetector, create_detector
 from fer_lightning.preprocessing import face_to_fer, prepare_face
 

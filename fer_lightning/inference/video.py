@@ -18,12 +18,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fer_lightning.errors import FERLightningError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif"})
 WEBCAM_PREFIX = "webcam:"
 
 
-class InputError(RuntimeError):
+class InputError(FERLightningError, RuntimeError):
     """The input as a whole cannot be used (missing, unreadable, unknown kind, no camera)."""
 
 

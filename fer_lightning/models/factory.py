@@ -15,10 +15,6 @@ SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN,
                                                       "vgg_fer": VGGFER}
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
-    """Pretrained weights were asked for and cannot be had: never fall back to a silent random init."""
-
-
 def create_network(name: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
                    drop_rate: float = 0.0, input_size: int = 48, pretrained_file: str | None = None) -> nn.Module:
     """Build `name` for `in_chans`-channel input and `num_classes` outputs.
@@ -32,7 +28,7 @@ def create_network(name: str, num_classes: int, in_chans: int = 1, pretrained: b
                           input_size=input_size)
     if name in SCRATCH_NETWORKS:
         if pretrained:
-            raise PretrainedWeightsUnavailable(
+            raise PretrainedWeightsError(
                 f"'{name}' is trained from scratch and has no pretrained weights; set model.pretrained=false "
                 "(or give model.pretrained_file=PATH to start from one of your checkpoints)"
             )
@@ -40,14 +36,14 @@ def create_network(name: str, num_classes: int, in_chans: int = 1, pretrained: b
                                       input_size=input_size)
     _check_timm_name(name)
     if pretrained and not timm.is_model_pretrained(name):
-        raise PretrainedWeightsUnavailable(f"timm has no pretrained weights for '{name}'; set model.pretrained=false")
+        raise PretrainedWeightsError(f"timm has no pretrained weights for '{name}'; set model.pretrained=false")
     try:
         return timm.create_model(name, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes,
                                  drop_rate=drop_rate)
     except Exception as err:
         if not pretrained:
             raise
-        raise PretrainedWeightsUnavailable(
+        raise PretrainedWeightsError(
             f"could not load pretrained weights for timm model '{name}' ({type(err).__name__}: {err}). "
             "timm downloads them from the Hugging Face Hub on first use: check the internet connection or "
             "HF_HUB_OFFLINE, give a local file with model.pretrained_file=PATH, or train from random init "

