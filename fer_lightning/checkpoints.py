@@ -24,17 +24,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning.config import CONF_DIR
+from fer_lightning.errors import FERLightningError
 from fer_lightning.labels import EMOTIONS
 
 NOT_A_CHECKPOINT_HINT = ("give a .ckpt written by training (outputs/train/runs/<run>/checkpoints/*.ckpt) or the "
                          "shipped fer_lightning/assets/fer2013_compact_cnn.ckpt")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FERLightningError, ValueError):
     """A file that is no fer_lightning training checkpoint (or cannot be read safely as one)."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(FERLightningError, ValueError):
     """A checkpoint trained as another network (backbone, classes, input) than the one a run builds."""
 
 

@@ -8,13 +8,15 @@ closest name, e.g. `Unknown config key 'trainer.max_epoch'. Did you mean 'traine
 They never block a command Hydra would accept: a key is only reported when composing the command's config
 fails, and anything the checks cannot judge (Hydra's own flags and `hydra.*` keys, keys added on purpose with
 `+key`/`++key`, interpolated nodes) is left to Hydra. `FER_LIGHTNING_SKIP_CONFIG_CHECKS=1` turns them off, in
-case they ever get in the way.
+case they ever get in the way. Configs of the user's own (`--config-dir DIR`, `hydra.searchpath=[file://DIR]`) are
+searched as Hydra searches them, so an experiment that exists only there is no typo.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import difflib
 import io
 import itertools
@@ -24,19 +26,21 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fer_lightning.config import CONF_DIR
+from fer_lightning.errors import FERLightningError
 
 SKIP_ENV = "FER_LIGHTNING_SKIP_CONFIG_CHECKS"
 APP_COMMANDS = {"train": "python -m fer_lightning", "eval": "python -m fer_lightning.evaluate"}
 MAX_SWEEP_COMBINATIONS = 32  # each is one compose (~0.1 s); more than this and a sweep is checked in part
 # Flags after which Hydra does not compose this project's config (or composes another one): nothing to check.
-NON_COMPOSING_FLAGS = ("help", "hydra_help", "info", "shell_completion", "config_path", "config_dir",
-                       "experimental_rerun")
+NON_COMPOSING_FLAGS = ("help", "hydra_help", "info", "shell_completion", "config_path", "experimental_rerun")
+# The configs inside an installed wheel, not a checkout: no place to add a file of one's own (use --config-dir).
+CONF_IS_PACKAGED = CONF_DIR.parent == Path(__file__).resolve().parent
 
 
-class ConfigError(ValueError):
+class ConfigError(FERLightningError, ValueError):
     """A command line naming a config group option or key that does not exist; the message suggests a fix."""
 
 
@@ -60,32 +64,92 @@ def check_argv(config_name: str, argv: Sequence[str]) -> None:
     args = _parse_hydra_flags(argv)
     if args is None or any(getattr(args, flag, None) for flag in NON_COMPOSING_FLAGS):
         return
-    check_overrides(args.config_name or config_name, list(args.overrides or []))
+    if args.config_dir is not None and not Path(args.config_dir).is_dir():
+        return  # Hydra's own message names the missing folder
+    check_overrides(args.config_name or config_name, list(args.overrides or []), config_dir=args.config_dir)
 
 
-def check_overrides(config_name: str, overrides: list[str]) -> None:
+def check_overrides(config_name: str, overrides: list[str], config_dir: str | Path | None = None) -> None:
     """Raise `ConfigError` for the first unknown config group option or config key among Hydra `overrides`.
 
     Group options (`model=...`, `+experiment=...`, `model/optimizer=...`, each option of a sweep) are checked
     against the config files; keys against the config composed with the command's group choices, once per
-    combination of swept groups (up to `MAX_SWEEP_COMBINATIONS`).
+    combination of swept groups (up to `MAX_SWEEP_COMBINATIONS`). `config_dir` is the command's `--config-dir`.
     """
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from hydra.initialize import initialize_config_dir
 
     if not overrides:
         return
-    # initialize_config_dir restores the previous GlobalHydra state on exit, so the Hydra app starts clean.
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
+    with _hydra_as_the_apps_start_it(config_dir) as loader:
         parser = OverridesParser.create(config_loader=loader)  # with the loader: it expands glob() sweeps
         try:
             parsed = parser.parse_overrides(overrides)
         except HydraException:
             return  # a syntax error: Hydra's own message points at the character
+        if not _add_user_searchpath(loader, config_name, parsed):
+            return  # a hydra.searchpath folder Hydra cannot read: its own message names it
         _OverrideChecker(config_name, loader, parser).check(parsed)
+
+
+@contextlib.contextmanager
+def _hydra_as_the_apps_start_it(config_dir: str | Path | None) -> Iterator[Any]:
+    """Hydra's config loader with the apps' search path: this project's configs, then the user's `--config-dir`.
+
+    Built as `hydra.main` builds it (the extra folder just before the schema entry), so group options of both are
+    known. The previous GlobalHydra state is restored on exit, so the Hydra app itself starts clean.
+    """
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    try:
+        version.setbase("1.3")
+        search_path = create_config_search_path(str(CONF_DIR))
+        if config_dir is not None:
+            search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(config_dir)}",
+                                anchor=SearchPathQuery(provider="schema"))
+        Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+        yield GlobalHydra.instance().config_loader()
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def _add_user_searchpath(loader: Any, config_name: str, overrides: list[Any]) -> bool:
+    """Add `hydra.searchpath` (command line, else the primary config) to the folders the checks search.
+
+    Hydra only reads it when composing, but the group checks list options before that: without it an experiment
+    kept in the user's own folder would be reported as unknown. Same order as Hydra: after every other folder,
+    before the schema. False when one of the folders cannot be read.
+    """
+    searchpath = next((o.value() for o in overrides
+                       if o.get_key_element() == "hydra.searchpath" and not o.is_sweep_override()), None)
+    if searchpath is None:
+        try:
+            primary = loader.repository.load_config(config_name)
+        except Exception:  # e.g. a malformed primary config of the user's: Hydra says what is wrong with it
+            return False
+        if primary is None or not OmegaConf.is_dict(primary.config):
+            return True
+        searchpath = OmegaConf.select(primary.config, "hydra.searchpath", default=None)
+        if searchpath is None:
+            return True
+        searchpath = OmegaConf.to_container(searchpath) if OmegaConf.is_config(searchpath) else searchpath
+    if not isinstance(searchpath, list) or not all(isinstance(path, str) for path in searchpath):
+        return False  # Hydra refuses it with its own message
+    if not searchpath:
+        return True
+    search_path = copy.deepcopy(loader.config_search_path)
+    schema = search_path.get_path().pop(-1)
+    for path in searchpath:
+        search_path.append(provider="hydra.searchpath", path=path)
+    search_path.append(schema.provider, schema.path)
+    loader.repository.initialize_sources(search_path)
+    return all(source.available() for source in loader.repository.get_sources())
 
 
 def _parse_hydra_flags(argv: Sequence[str]) -> argparse.Namespace | None:
@@ -148,7 +212,10 @@ class _OverrideChecker:
             message += f" Did you mean '{close[0]}'?"
         message += f" Available: {', '.join(options)}."
         folder = CONF_DIR / group
-        if folder.is_dir():
+        if CONF_IS_PACKAGED:  # the configs inside site-packages are not the place for one's own
+            message += (f" Could not find '{group}/{value}': use one of these, or add your own {group}/{value}.yaml "
+                        "in a folder of yours and pass --config-dir FOLDER.")
+        elif folder.is_dir():
             where = _display_path(folder)
             message += f" Could not find '{group}/{value}' in {where}/: use one of these"
             message += f", or add {where}/{value}.yaml." if value else "."

@@ -15,7 +15,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the checkout's configs (see README: Install)
+from fer_lightning.errors import FERLightningError
+
+
+def find_conf_dir() -> Path:
+    """Where the Hydra configs are: the checkout's top-level ``conf/``, else the copy inside the installed package.
+
+    The configs stay in ``conf/`` at the repository root, where Hydra users expect them and edit them; run from a
+    checkout (an editable install, or the repository on ``sys.path``) that folder is used, so edits apply at once.
+    A wheel installs nothing outside the package, so pyproject.toml maps ``conf/`` into it as
+    ``fer_lightning/conf/``. The checkout is recognised by its pyproject.toml next to ``conf/train.yaml``: a
+    site-packages folder has neither, and a checkout never holds ``fer_lightning/conf/``.
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "train.yaml").is_file():
+        return checkout / "conf"
+    return package / "conf"
+
+
+CONF_DIR = find_conf_dir()
 
 
 def wandb_offline() -> bool:
@@ -54,7 +73,7 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SLURM_INTERACTIVE_JOB_NAMES = ("bash", "interactive")  # Lightning's rule: such jobs are shells, not one run
 
 
-class RunDirTakenError(FileExistsError):
+class RunDirTakenError(FERLightningError, FileExistsError):
     """Another run already owns this output folder: writing into it would mix two runs' files."""
 
 

@@ -28,10 +28,10 @@ from fer_lightning.checkpoints import (
     experiments_for_backbone,
     read_checkpoint_meta,
 )
+from fer_lightning.cli.export import main as export_main
 from fer_lightning.cli_checks import ConfigError, check_argv, check_overrides, run_checked
 from fer_lightning.config import compose_config
-from fer_lightning.evaluate import evaluate
-from fer_lightning.export import main as export_main
+from fer_lightning.evaluation import evaluate
 from fer_lightning.inference.classifier import TorchEmotionClassifier, load_classifier
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.models.module import FERClassifier
@@ -153,7 +153,7 @@ def test_a_key_the_chosen_groups_do_not_have_says_what_is_there() -> None:
     ["+experiment=cpu_budget", "model.scheduler.warmup_epochs=1", "data.num_workers=0"],
     ["model=timm", "model.backbone=resnet18", "tags.0=x", "~callbacks.early_stopping"],
     ["+launcher=local_parallel", "+sweep=scratch_vs_transfer", "hydra.launcher.n_jobs=4", "trainer.max_epochs=2"],
-    ["+experiment=glob(efficientnet_lite0*)", "model.finetune=full"],
+    ["+experiment=glob(efficientnet_lite0*)", "model.finetune.mode=full"],
     ["+debug=[limit,fdr]", "trainer.max_epochs=1"],  # several options of a group at once
     ["+hparams_search=optuna", "hydra.sweeper.n_trials=3", "trainer.max_epochs=2"],
     ["trainer.max_epochs=abc"],  # a wrong value is not a wrong key: Hydra or the code says what is wrong with it
@@ -164,7 +164,7 @@ def test_valid_and_deliberate_overrides_pass(overrides: list[str]) -> None:
 
 @pytest.mark.parametrize("argv", [
     ["--multirun", "model.optimizer.lr=0.1,0.01", "seed=range(3)", "+experiment=compact_cnn,scratch_cnn"],
-    ["-m", "+experiment=compact_cnn,resnet", "model.finetune=full", "hydra/launcher=joblib"],
+    ["-m", "+experiment=compact_cnn,resnet", "model.finetune.mode=full", "hydra/launcher=joblib"],
     ["--cfg", "job", "-p", "trainer", "trainer.max_epochs=2"],
     ["--help"],
     ["--info", "config", "not_a_key=1"],  # Hydra's info composes nothing of ours
@@ -225,6 +225,62 @@ def test_run_checked_exits_2_on_a_typo_and_never_blocks_on_its_own_flaws(
     monkeypatch.setattr(cli_checks, "check_argv", broken_check)
     assert run_checked(lambda: "ran", "train", ["seed=1"]) == "ran"
     assert "skipped the config checks (RuntimeError: a bug in the checks)" in capsys.readouterr().err
+
+
+# --- The user's own configs (--config-dir, hydra.searchpath) ------------------------------------------------
+
+def _user_conf(folder: Path) -> Path:
+    """A folder of one's own with an experiment this project does not have, as the README suggests keeping them."""
+    (folder / "experiment").mkdir(parents=True)
+    (folder / "experiment" / "my_probe.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: compact_cnn\nexperiment_name: my_probe\n"
+        "probe_note: baseline\ntrainer:\n  max_epochs: 2\n")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_an_experiment_of_the_users_own_folder_is_no_typo(how: str, tmp_path: Path) -> None:
+    folder = _user_conf(tmp_path / "my_conf")
+    where = ["--config-dir", str(folder)] if how == "--config-dir" else [f"hydra.searchpath=[file://{folder}]"]
+    check_argv("train", [*where, "+experiment=my_probe", "trainer.max_epochs=1", "model.optimizer.lr=0.01",
+                         "probe_note=second"])  # a key only the user's experiment has: it was composed
+    # Still checked, not waved through: the user's options are suggested, and keys are checked with them.
+    with pytest.raises(ConfigError, match="Did you mean 'my_probe'\\?"):
+        check_argv("train", [*where, "+experiment=my_prob"])
+    with pytest.raises(ConfigError, match="Did you mean 'probe_note'\\?"):
+        check_argv("train", [*where, "+experiment=my_probe", "probe_not=second"])
+    # Without the folder the experiment does not exist.
+    with pytest.raises(ConfigError, match="Unknown experiment 'my_probe'"):
+        check_argv("train", ["+experiment=my_probe"])
+
+
+def test_a_searchpath_in_the_users_primary_config_is_searched_too(tmp_path: Path) -> None:
+    experiments = _user_conf(tmp_path / "shared_conf")
+    primary = tmp_path / "my_app"
+    primary.mkdir()
+    (primary / "my_train.yaml").write_text(
+        f"defaults:\n  - train\n  - _self_\nhydra:\n  searchpath: [file://{experiments}]\n")
+    check_argv("train", ["--config-dir", str(primary), "--config-name", "my_train", "+experiment=my_probe"])
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_cli_runs_an_experiment_of_the_users_own_folder(how: str, tmp_path: Path) -> None:
+    folder = _user_conf(tmp_path / "my_conf")
+    where = ["--config-dir", str(folder)] if how == "--config-dir" else [f"hydra.searchpath=[file://{folder}]"]
+    result = _train_cli([*where, "+experiment=my_probe", "--cfg", "job", "-p", "experiment_name"], tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "my_probe", result.stderr[-2000:]
+    result = _train_cli([*where, "+experiment=my_prob", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode == 2 and "Did you mean 'my_probe'?" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_errors_are_the_projects_and_the_builtins_they_always_were() -> None:
+    from fer_lightning.config import RunDirTakenError
+    from fer_lightning.errors import FERLightningError
+
+    for error, builtin in [(ConfigError, ValueError), (CheckpointError, ValueError),
+                           (CheckpointMismatchError, ValueError), (RunDirTakenError, FileExistsError)]:
+        assert issubclass(error, FERLightningError) and issubclass(error, builtin), error
 
 
 # --- Checkpoints ----------------------------------------------------------------------------------------------
