@@ -1,5 +1,6 @@
 """Bad input (issue 6): every broken download either stops with a message naming the file, row or key, or, where
-`data.bad_images|wrong_size|color` allow it, is skipped/converted and recorded; never silently.
+`data.bad_images|wrong_size|color` allow it, is skipped/converted and recorded; never silently. A source with
+several unusable items stops once, naming all of them, so one fix-and-rerun is enough.
 
 Explicit tests for each kind of bad input, then hypothesis properties over random tiny datasets and random
 corruptions, in every form (folder, zip, CSV) and under every reader policy.
@@ -36,6 +37,7 @@ from fer_lightning.data.readers import (
     read_source,
     read_zip,
 )
+from fer_lightning.errors import FERLightningError
 from fer_lightning.labels import EMOTIONS, TEST, TRAIN, VAL
 
 SKIP = ReadPolicy(bad_images="skip")
@@ -400,6 +402,125 @@ def test_describe_reports_problems_for_metrics_json(tiny_fer: TinyFER, tmp_path:
         assert problems["skipped"] == {"corrupt": 1} and problems["skipped_total"] == 1
         assert problems["examples"] == [f"fer_folder/train/sad/{victim.name} (corrupt)"]
         assert "skipped 1 unusable item(s)" in caplog.text and victim.name in caplog.text
+
+
+# --- Every unusable item in one error (one pass, one rerun) -------------------------------------------------
+
+SKIP_HINT = "data.bad_images=skip"
+
+
+def _add_bad_jpegs(folder: Path) -> tuple[str, str]:
+    """A zero-byte JPEG and an HTML page saved as .jpg, in two class folders: the usual broken-download pair."""
+    empty, html = "train/sad/Training_900001.jpg", "train/happy/Training_900002.jpg"
+    (folder / empty).write_bytes(b"")
+    (folder / html).write_text("<html>404 Not Found</html>")
+    return empty, html
+
+
+@pytest.mark.parametrize("form", ["folder", "zip"])
+def test_unusable_files_in_two_class_folders_fail_in_one_error_naming_both(tiny_fer: TinyFER, tmp_path: Path,
+                                                                          form: str) -> None:
+    empty, html = _add_bad_jpegs(tiny_fer.folder)
+    source = tiny_fer.folder if form == "folder" else _zip_folder(tiny_fer.folder, tmp_path / "archive.zip")
+    sep = "/" if form == "folder" else ":"
+    with pytest.raises(FER2013FormatError) as err:
+        read_source(source)
+    message = str(err.value)
+    assert f"{source}{sep}{empty}: empty file (0 bytes)" in message
+    assert f"{source}{sep}{html}: not a readable image" in message
+    assert f"{source}: 2 unusable item(s) (corrupt=1, empty=1)" in message
+    assert message.rstrip().endswith("skipped items are counted in metrics.json under data_problems.")
+    assert SKIP_HINT in message.splitlines()[-1]
+    assert isinstance(err.value, FERLightningError) and isinstance(err.value, ValueError)
+    assert [(where, reason.split(" (")[0]) for where, reason in err.value.problems] == [
+        (f"{source}{sep}{html}", "not a readable image"), (f"{source}{sep}{empty}", "empty file")]
+    assert err.value.name == (f"fer_folder/{html}" if form == "folder" else f"archive.zip:{html}")  # the first
+    skipped = read_source(source, SKIP)  # what the hint promises: both left out and recorded, the rest kept
+    assert sorted(item.kind for item in skipped.problems.skipped) == ["corrupt", "empty"]
+    assert len(skipped.images) == 7 * 8
+
+
+def test_more_than_twenty_unusable_files_name_twenty_and_count_the_rest(tiny_fer: TinyFER) -> None:
+    bad = [f"train/{EMOTIONS[i % 7]}/Training_9{i:05d}.png" for i in range(25)]
+    for rel in bad:
+        (tiny_fer.folder / rel).write_bytes(b"")
+    with pytest.raises(FER2013FormatError) as err:
+        read_image_folder(tiny_fer.folder)
+    message = str(err.value)
+    listed = [line for line in message.splitlines() if ": empty file (0 bytes)" in line]
+    assert len(listed) == 20 and "  ... and 5 more" in message.splitlines()
+    assert f"{tiny_fer.folder}: 25 unusable item(s) (empty=25)" in message
+    assert len(err.value.problems) == 25  # the attribute keeps them all
+    assert all(error.__traceback__ is None for error in err.value.errors)  # no decode frames (pixels) kept alive
+    named = {rel for rel in bad if f"{tiny_fer.folder}/{rel}:" in message}
+    assert named == set(sorted(bad)[:20])  # the first 20 in file order, not an arbitrary 20
+    assert SKIP_HINT in message.splitlines()[-1]
+
+
+def test_two_bad_csv_rows_are_named_in_one_error(tiny_fer: TinyFER) -> None:
+    _rewrite_csv(tiny_fer.csv, {3: CSV_DAMAGE["label_out_of_range"][0], 17: CSV_DAMAGE["wrong_pixel_count"][0]})
+    with pytest.raises(FER2013FormatError) as err:
+        read_csv(tiny_fer.csv)
+    message = str(err.value)
+    assert f"{tiny_fer.csv}: row 3 (line 4): emotion 7 is outside 0-6" in message
+    assert f"{tiny_fer.csv}: row 17 (line 18): 'pixels' has 3 values, expected 2304" in message
+    assert f"{tiny_fer.csv}: 2 unusable item(s) (bad_label=1, bad_pixels=1)" in message
+    assert SKIP_HINT in message.splitlines()[-1]
+    assert [where for where, _ in err.value.problems] == [f"{tiny_fer.csv}: row 3 (line 4)",
+                                                          f"{tiny_fer.csv}: row 17 (line 18)"]
+
+
+def test_wrong_size_and_colour_rejections_are_collected_with_the_rest(tiny_fer: TinyFER) -> None:
+    """`wrong_size=error` and `color=error` make an item a bad image: listed with the others, not raised alone."""
+    colour, big, broken = (sorted(tiny_fer.folder.glob(f"{split}/{emotion}/*.png"))[0]
+                           for split, emotion in (("train", "angry"), ("train", "fear"), ("test", "neutral")))
+    gray = cv2.imread(str(colour), cv2.IMREAD_UNCHANGED)
+    assert cv2.imwrite(str(colour), np.dstack([gray, 255 - gray, gray // 2]))
+    assert cv2.imwrite(str(big), np.zeros((64, 80), np.uint8))
+    broken.write_bytes(broken.read_bytes()[:30])
+    with pytest.raises(FER2013FormatError) as err:
+        read_image_folder(tiny_fer.folder, ReadPolicy(wrong_size="error", color="error"))
+    message = str(err.value)
+    assert f"{colour}: colour image (3 channels)" in message and "data.color=convert" in message
+    assert f"{big}: image is 80x64 pixels" in message and "data.wrong_size=resize" in message
+    assert f"{broken}: not a readable image" in message
+    assert f"{tiny_fer.folder}: 3 unusable item(s) (color=1, corrupt=1, wrong_size=1)" in message
+    assert SKIP_HINT in message.splitlines()[-1]
+
+
+def test_a_failed_read_writes_no_decode_cache(tiny_fer: TinyFER, tmp_path: Path) -> None:
+    _add_bad_jpegs(tiny_fer.folder)
+    cache_dir = tmp_path / "cache"
+
+    def datamodule(**policy: str) -> FER2013DataModule:
+        return FER2013DataModule(root=str(tiny_fer.folder), train_transform=_eval(), eval_transform=_eval(),
+                                 num_workers=0, cache_dir=str(cache_dir), **policy)
+
+    for _ in range(2):  # and the second attempt reads the source again, it does not find a half-checked decode
+        with pytest.raises(FER2013FormatError, match="2 unusable item"):
+            datamodule().prepare_data()
+        assert not list(cache_dir.glob("*.npz")) and not list(cache_dir.glob(".*.tmp"))
+    datamodule(bad_images="skip").prepare_data()
+    assert len(list(cache_dir.glob("*.npz"))) == 1  # the skip decode is cached, under its own policy
+
+
+def test_the_error_for_many_items_survives_pickling(tiny_fer: TinyFER) -> None:
+    """Errors cross processes (DDP ranks, joblib launcher jobs): the list and the first item must arrive."""
+    import pickle
+
+    _add_bad_jpegs(tiny_fer.folder)
+    with pytest.raises(FER2013FormatError) as err:
+        read_image_folder(tiny_fer.folder)
+    copy = pickle.loads(pickle.dumps(err.value))
+    assert type(copy) is type(err.value) and str(copy) == str(err.value)
+    assert copy.problems == err.value.problems and (copy.kind, copy.name) == (err.value.kind, err.value.name)
+
+
+def test_project_error_classes_share_the_project_base() -> None:
+    from fer_lightning.data.cache import CacheInvalidError
+
+    for cls in (FER2013FormatError, BadItemError, CacheInvalidError):
+        assert issubclass(cls, FERLightningError) and issubclass(cls, ValueError), cls
 
 
 # --- Properties: random datasets, random corruptions --------------------------------------------------------

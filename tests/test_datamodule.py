@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import albumentations as A
@@ -10,8 +11,16 @@ import pytest
 import torch
 from conftest import TinyFER, make_tiny_fer
 
-from fer_lightning.data.datamodule import FER2013DataModule, SyntheticFERDataModule
+from fer_lightning.data.datamodule import (
+    DataConfigError,
+    FER2013DataModule,
+    SyntheticFERDataModule,
+    auto_num_workers,
+    resolve_num_workers,
+    usable_cores,
+)
 from fer_lightning.data.synthetic import make_synthetic_faces
+from fer_lightning.errors import FERLightningError
 
 
 def _eval(size: int = 48) -> A.Compose:
@@ -103,3 +112,69 @@ def test_the_source_is_read_once_across_fit_validate_and_test(tiny_fer: TinyFER,
         dm.setup(stage)
     assert len(reads) == 1
     assert dm._arrays is None  # the full arrays are not kept twice in memory
+
+
+# --- data.num_workers: an int, or auto from the usable cores ------------------------------------------------
+
+def _cores(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (4, 0), (5, 2), (8, 4), (12, 6), (16, 8), (96, 8)])
+def test_auto_workers_load_in_process_on_few_cores_and_use_half_of_many(monkeypatch: pytest.MonkeyPatch,
+                                                                        cores: int, workers: int) -> None:
+    _cores(monkeypatch, cores)
+    assert auto_num_workers(cores) == workers
+    assert auto_num_workers() == workers and resolve_num_workers("auto") == workers
+
+
+def test_usable_cores_is_the_affinity_mask_else_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    _cores(monkeypatch, 3)  # e.g. a SLURM job granted 3 cores of a 64-core node
+    assert usable_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows
+    assert usable_cores() == 64 and auto_num_workers() == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
+
+
+@pytest.mark.parametrize("value", [-1, "many", "", True, 1.5, None])
+def test_bad_num_workers_is_refused_naming_the_key(value: object) -> None:
+    with pytest.raises(DataConfigError, match=r"data.num_workers=.* is not allowed; .*auto") as err:
+        resolve_num_workers(value)  # type: ignore[arg-type]
+    assert isinstance(err.value, FERLightningError) and isinstance(err.value, ValueError)
+
+
+def test_explicit_num_workers_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cores(monkeypatch, 2)
+    assert [resolve_num_workers(v) for v in (0, 1, 3, "2", " AUTO ")] == [0, 1, 3, 2, 0]
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(2, 0), (16, 8)])
+def test_datamodule_resolves_auto_for_its_loaders_and_records_it(tiny_fer: TinyFER, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, cores: int,
+                                                                 workers: int) -> None:
+    _cores(monkeypatch, cores)
+    dm = FER2013DataModule(root=str(tiny_fer.zip), train_transform=_eval(), eval_transform=_eval(), batch_size=8,
+                           num_workers="auto", persistent_workers=True, cache=False)
+    assert dm.num_workers == workers and dm.num_workers_setting == "auto"
+    assert dm.persistent_workers is (workers > 0)  # torch refuses persistent workers without workers
+    dm.setup("fit")
+    assert dm.train_dataloader().num_workers == workers and dm.val_dataloader().num_workers == workers
+    assert dm.describe()["num_workers"] == workers
+
+
+def test_real_data_config_defaults_to_auto_and_synthetic_stays_in_process(tiny_fer: TinyFER, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import compose_train_cfg
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "data"
+    assert OmegaConf.load(conf / "fer2013.yaml").num_workers == "auto"
+    assert OmegaConf.load(conf / "synthetic.yaml").num_workers == 0
+    _cores(monkeypatch, 2)
+    cfg = compose_train_cfg(tmp_path / "run", ["data=fer2013", f"data.root={tiny_fer.zip}"])
+    assert instantiate(cfg.data).num_workers == 0
+    cfg = compose_train_cfg(tmp_path / "run2", ["data=fer2013", f"data.root={tiny_fer.zip}", "data.num_workers=3"])
+    assert instantiate(cfg.data).num_workers == 3

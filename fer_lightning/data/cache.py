@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_lightning.data.readers import DEFAULT_POLICY, IMAGE_SIZE, FERArrays, ReadPolicy, ReadProblems
+from fer_lightning.errors import FERLightningError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _ARRAY_KEYS = ("images", "labels", "splits", "names")
 _TMP_NAME = re.compile(r"^\.(?P<target>.+\.npz)\.(?P<host>[^/]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
-class CacheInvalidError(ValueError):
+class CacheInvalidError(FERLightningError, ValueError):
     """A cache file exists but is not one this code wrote completely for this source and policy."""
 
 
@@ -179,7 +180,9 @@ def load_or_build(source: Path, cache_dir: Path | None, build: Callable[[], FERA
     """Return the cached arrays for `source` read under `policy`, decoding with `build` only when needed.
 
     `cache_dir=None` disables caching (decode every time), which tests and read-only machines may want. Failing
-    to write the cache is a warning, not an error: the decoded arrays are still good for this run.
+    to write the cache is a warning, not an error: the decoded arrays are still good for this run. A `build` that
+    raises (a source with unusable items under `data.bad_images=error`) writes nothing: a cache only ever holds
+    a decode its policy accepted.
     """
     if cache_dir is None:
         return build()

@@ -7,6 +7,7 @@ the uint8 arrays come from differs.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,64 @@ from fer_lightning.data.dataset import FERDataset, TrainDataLoader, Transform, s
 from fer_lightning.data.download import download_fer2013, resolve_source
 from fer_lightning.data.readers import DEFAULT_POLICY, FERArrays, ReadPolicy, ReadProblems, read_source
 from fer_lightning.data.synthetic import make_synthetic_faces
+from fer_lightning.errors import FERLightningError
 from fer_lightning.labels import EMOTIONS, NUM_CLASSES, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
+
+# Up to this many usable cores, `data.num_workers: auto` loads in the training process (see `auto_num_workers`).
+AUTO_WORKERS_MAX_SERIAL_CORES = 4
+AUTO_WORKERS_CAP = 8
+
+
+class DataConfigError(FERLightningError, ValueError):
+    """A `data.*` setting the datamodule cannot use; the message names the key and the accepted values."""
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: the affinity mask (what taskset, cgroups cpusets and SLURM grant), not the
+    machine's count, which overstates a job's share on a shared node. `os.cpu_count()` where there is no mask."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(cores: int | None = None) -> int:
+    """Loader worker processes for `data.num_workers: auto`: 0 on up to 4 usable cores, else half, at most 8.
+
+    A worker does the same decode-and-augment work the training process would (a little more: batches are pickled
+    between processes), so it only pays where a core would otherwise sit idle. On a CPU run torch's threads keep a
+    few cores busy with the convolutions and there is no idle core: on the 2-vCPU development machine workers never
+    made training faster (cpu_budget: 1,074 images/s with 0 workers, 949 with 2; compact_cnn: 0, 1 and 2 workers
+    within noise; experiments/num_workers/README.md), and they cost memory and a start-up every epoch
+    (`persistent_workers` is off for exact resume). 4 cores is a judgement, not a measurement: one worker would
+    still be a quarter of the machine. With more cores the small convolutions stop scaling, or run on a GPU, so
+    parallel loading overlaps the model's step; half the cores leaves the rest to the training process, and 8
+    workers (~4k augmented faces/s each) feed a GPU without a process per core.
+    """
+    cores = usable_cores() if cores is None else cores
+    if cores <= AUTO_WORKERS_MAX_SERIAL_CORES:
+        return 0
+    return min(AUTO_WORKERS_CAP, cores // 2)
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """`data.num_workers` as the DataLoader needs it: an int as given, `auto` through `auto_num_workers`.
+
+    Resolved once, when the datamodule is built, so a bad value fails before any data is read and the run
+    records the number it actually used (`describe()["num_workers"]`, in metrics.json).
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return auto_num_workers()
+        if text.isdigit():  # `data.num_workers="2"`, or an environment variable interpolated into the config
+            return int(text)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise DataConfigError(f"data.num_workers={value!r} is not allowed; give a whole number >= 0 (0: load in the "
+                          "training process) or auto (0 on up to 4 cores, else half the cores, at most 8)")
 
 
 def _distributed() -> bool:
@@ -55,7 +111,7 @@ class FERDataModule(LightningDataModule):
         eval_transform: Transform,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool = False,
         persistent_workers: bool = False,
         weighted_sampling: bool = False,
@@ -67,9 +123,13 @@ class FERDataModule(LightningDataModule):
         self.eval_transform = eval_transform
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers_setting = num_workers  # as configured, e.g. "auto"
+        self.num_workers: int = resolve_num_workers(num_workers)  # what the loaders use
+        if num_workers != self.num_workers:
+            log.info("data.num_workers=%s: %d loader worker(s) on %d usable core(s)", num_workers, self.num_workers,
+                     usable_cores())
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.weighted_sampling = weighted_sampling
         self.val_fraction = val_fraction
         self.split_seed = split_seed
@@ -182,6 +242,7 @@ class FERDataModule(LightningDataModule):
             "class_names": list(self.class_names),
             "class_counts": self.class_counts,
             "data_problems": self.read_problems.summary(),  # all zero unless data.bad_images/color/wrong_size acted
+            "num_workers": self.num_workers,  # resolved: `auto` is recorded as the number it chose on this machine
         }
 
 

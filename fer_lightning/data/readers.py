@@ -5,10 +5,11 @@ Forms: the Kaggle image folders (`train/<emotion>/`, `test/<emotion>/`), the sam
 whose header has leading spaces).
 
 Broken downloads are common (truncated archives, zero-byte files, re-uploads with RGB or resized images), so
-every item that cannot be used as is goes through one `ReadPolicy`: by default the reader stops with a message
-naming the file, row or config key; when the config allows it, the item is skipped, converted or resized and
-recorded in `FERArrays.problems`, which the run's log and `metrics.json` report. Nothing is dropped silently.
-Layout problems (a missing, unknown or empty emotion folder, a CSV without a `Usage` column) always stop.
+every item that cannot be used as is goes through one `ReadPolicy`: by default the reader reads the whole source,
+then stops with one message naming every unusable file or row (so one rerun after fixing them is enough, not one
+per file); when the config allows it, the item is skipped, converted or resized and recorded in
+`FERArrays.problems`, which the run's log and `metrics.json` report. Nothing is dropped silently. Layout problems
+(a missing, unknown or empty emotion folder, a CSV without a `Usage` column) always stop at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 
 from fer_lightning.data.download import KAGGLE_URL
+from fer_lightning.errors import FERLightningError
 from fer_lightning.labels import EMOTION_TO_ID, EMOTIONS, NUM_CLASSES, SPLIT_NAMES, TEST, TRAIN, USAGE_TO_SPLIT, VAL
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ _EMOTION_DIR = re.compile(r"^(?P<prefix>(?:.*/)?)(?P<split>train|test)/(?P<emoti
 _LAYOUT_SPLITS = ("train", "test")
 # What can go wrong with one item while reading a zip member or a file; anything else is a bug and propagates.
 _EXTRACT_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError)
+# Items named one per line in the error for a source with unusable items; the rest are counted. Enough to see the
+# pattern (one class folder, one kind of damage) without burying the hint at the end of the message.
+MAX_LISTED_ITEMS = 20
 
 BadImagesPolicy = Literal["error", "skip"]
 WrongSizePolicy = Literal["error", "resize"]
@@ -53,17 +58,71 @@ POLICY_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class FER2013FormatError(ValueError):
+class FER2013FormatError(FERLightningError, ValueError):
     """The source exists but does not look like FER2013; the message names the file, row or key."""
 
 
 class BadItemError(FER2013FormatError):
-    """One image or CSV row is unusable; `kind` is how it is counted when `data.bad_images=skip` skips it."""
+    """One image or CSV row is unusable; `kind` is how it is counted when `data.bad_images=skip` skips it.
 
-    def __init__(self, kind: str, name: str, message: str) -> None:
+    `name` is the short record name (as in metrics.json), `where` the item as messages name it (a full path, or a
+    CSV row with its line), `reason` what is wrong with it; the message is `where: reason`.
+    """
+
+    def __init__(self, kind: str, name: str, message: str, *, where: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.name = name
+        self.where = where or name
+        self.reason = reason or message
+        self.problems: list[tuple[str, str]] = [(self.where, self.reason)]  # (item, reason), as for many items
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickles `args` only, which cannot rebuild this signature; errors cross process boundaries
+        # (DDP ranks, joblib launcher jobs) and must arrive intact.
+        return _rebuild_bad_item, (type(self), self.kind, self.name, str(self), self.where, self.reason)
+
+
+def _rebuild_bad_item(cls: type[BadItemError], kind: str, name: str, message: str, where: str,
+                      reason: str) -> BadItemError:
+    return cls(kind, name, message, where=where, reason=reason)
+
+
+def _bad(kind: str, record: str, where: str, reason: str) -> BadItemError:
+    return BadItemError(kind, record, f"{where}: {reason}", where=where, reason=reason)
+
+
+class BadItemsError(BadItemError):
+    """Every unusable item of a source, found in one pass: a broken download is fixed in one go, not one rerun per
+    file.
+
+    Raised under `data.bad_images=error` once the whole source has been read. `kind` and `name` are those of the
+    first item (in record order), so code written for the one-item error keeps working; `problems` holds every
+    `(item, reason)`, all of them even past the `shown` the message lists, and `items` the same as
+    `SkippedItem`s, i.e. what `data.bad_images=skip` would record.
+    """
+
+    def __init__(self, source: str, errors: Sequence[BadItemError], shown: int = MAX_LISTED_ITEMS) -> None:
+        if not errors:
+            raise ValueError("BadItemsError needs at least one unusable item")
+        ordered = sorted(errors, key=lambda error: _natural_key(error.name))
+        counts = ", ".join(f"{kind}={n}" for kind, n in sorted(Counter(e.kind for e in ordered).items()))
+        lines = [f"{source}: {len(ordered)} unusable item(s) ({counts}):"]
+        lines += [f"  {error}" for error in ordered[:shown]]
+        if len(ordered) > shown:
+            lines.append(f"  ... and {len(ordered) - shown} more")
+        lines.append("Replace or remove them (a fresh download usually fixes them), or set data.bad_images=skip to "
+                     "leave them out: skipped items are counted in metrics.json under data_problems.")
+        first = ordered[0]
+        super().__init__(first.kind, first.name, "\n".join(lines), where=first.where, reason=first.reason)
+        self.source = source
+        self.errors = tuple(ordered)
+        self.items = tuple(SkippedItem(error.kind, error.name, str(error)) for error in ordered)
+        self.problems = [(error.where, error.reason) for error in ordered]
+        self._shown = shown
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.source, self.errors, self._shown)
 
 
 @dataclass(frozen=True)
@@ -211,14 +270,26 @@ class _ProblemLog:
     def __init__(self, policy: ReadPolicy) -> None:
         self.policy = policy
         self.skipped: list[SkippedItem] = []
+        self.rejected: list[BadItemError] = []  # under bad_images=error: raised together by `raise_rejected`
         self.converted_color: list[str] = []
         self.resized: list[str] = []
         self.outside_layout: list[str] = []
 
     def reject(self, error: BadItemError) -> None:
         if self.policy.bad_images == "error":
-            raise error
-        self.skipped.append(SkippedItem(error.kind, error.name, str(error)))
+            # Kept until the whole source is read, so without tracebacks: each would keep its decode's frame and
+            # pixels alive, and a re-upload whose every image is the wrong size would hold all of them at once.
+            error.with_traceback(None)
+            if error.__cause__ is not None:
+                error.__cause__.with_traceback(None)
+            self.rejected.append(error)
+        else:
+            self.skipped.append(SkippedItem(error.kind, error.name, str(error)))
+
+    def raise_rejected(self, source: str) -> None:
+        """Called once the whole source has been read, so the error lists every unusable item, not the first."""
+        if self.rejected:
+            raise BadItemsError(source, self.rejected)
 
     def freeze(self) -> ReadProblems:
         # Sorted so the record does not depend on listing order (folder and zip list differently); numbers in
@@ -257,8 +328,8 @@ def _to_gray(image: np.ndarray, name: str, record: str, policy: ReadPolicy) -> t
         return np.ascontiguousarray(color[..., 0]), False
     if policy.color == "error":
         what = "transparent" if equal_channels else "colour"
-        raise BadItemError("color", record, f"{name}: {what} image ({channels} channels); FER2013 images are "
-                                            "gray (data.color=convert converts them)")
+        raise _bad("color", record, name, f"{what} image ({channels} channels); FER2013 images are gray "
+                                          "(data.color=convert converts them)")
     gray = cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_BGR2GRAY) if color.shape[2] == 3 else color[..., 0]
     return np.ascontiguousarray(gray), True
 
@@ -273,13 +344,13 @@ def decode_gray(data: bytes, name: str, policy: ReadPolicy = DEFAULT_POLICY, rec
     """
     record = record or name
     if not data:
-        raise BadItemError("empty", record, f"{name}: empty file (0 bytes); the download is incomplete")
+        raise _bad("empty", record, name, "empty file (0 bytes); the download is incomplete")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise BadItemError("corrupt", record, f"{name}: not a readable image (corrupt, truncated or not an image "
-                                              f"file, {len(data)} bytes)")
+        raise _bad("corrupt", record, name, f"not a readable image (corrupt, truncated or not an image file, "
+                                            f"{len(data)} bytes)")
     if image.dtype != np.uint8:
-        raise BadItemError("bit_depth", record, f"{name}: {image.dtype} pixels; FER2013 images are 8-bit")
+        raise _bad("bit_depth", record, name, f"{image.dtype} pixels; FER2013 images are 8-bit")
     converted = False
     if image.ndim == 3:
         image, converted = _to_gray(image, name, record, policy)
@@ -287,8 +358,8 @@ def decode_gray(data: bytes, name: str, policy: ReadPolicy = DEFAULT_POLICY, rec
     if resized:
         h, w = image.shape
         if policy.wrong_size == "error":
-            raise BadItemError("wrong_size", record, f"{name}: image is {w}x{h} pixels; FER2013 images are "
-                                                     f"{IMAGE_SIZE}x{IMAGE_SIZE} (data.wrong_size=resize resizes)")
+            raise _bad("wrong_size", record, name, f"image is {w}x{h} pixels; FER2013 images are "
+                                                   f"{IMAGE_SIZE}x{IMAGE_SIZE} (data.wrong_size=resize resizes)")
         # INTER_AREA: the least aliasing when shrinking, the usual case; non-square images are stretched, as
         # FER2013's own crops are square faces.
         image = cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
@@ -367,8 +438,8 @@ def _arrays_from_entries(entries: Iterable[tuple[str, Callable[[], bytes] | None
         emotion = _known_emotion(match["emotion"], match["split"], rel, source)
         folders.add((match["split"], emotion))
         if not match["file"].lower().endswith(IMAGE_EXTENSIONS):
-            problems.reject(BadItemError("not_image", f"{short}{sep}{rel}", f"{source}{sep}{rel}: not an image "
-                                         f"file (expected {', '.join(IMAGE_EXTENSIONS)})"))
+            problems.reject(_bad("not_image", f"{short}{sep}{rel}", f"{source}{sep}{rel}",
+                                 f"not an image file (expected {', '.join(IMAGE_EXTENSIONS)})"))
             continue
         items.append(_LayoutItem(rel, match["split"], emotion, read))
     if junk:
@@ -404,8 +475,7 @@ def _arrays_from_entries(entries: Iterable[tuple[str, Callable[[], bytes] | None
             try:
                 data = item.read()
             except _EXTRACT_ERRORS as err:  # CRC errors, truncated members, unreadable files
-                raise BadItemError("unreadable", record, f"{name}: cannot be read ({type(err).__name__}: {err})"
-                                   ) from err
+                raise _bad("unreadable", record, name, f"cannot be read ({type(err).__name__}: {err})") from err
             decoded = decode_gray(data, name, policy, record)
         except BadItemError as err:
             problems.reject(err)
@@ -415,6 +485,7 @@ def _arrays_from_entries(entries: Iterable[tuple[str, Callable[[], bytes] | None
             problems.converted_color.append(record)
         if decoded.resized:
             problems.resized.append(record)
+    problems.raise_rejected(source)
     kept_train = {item.emotion for item, kept in zip(items, keep) if kept and item.split == "train"}
     emptied = [f"train/{emotion}/" for emotion in EMOTIONS if emotion not in kept_train]
     if emptied:
@@ -467,15 +538,14 @@ def read_zip(path: Path, policy: ReadPolicy = DEFAULT_POLICY) -> FERArrays:
 def _parse_pixels(text: str, where: str, record: str) -> np.ndarray:
     values = text.split()
     if len(values) != IMAGE_SIZE * IMAGE_SIZE:
-        raise BadItemError("bad_pixels", record, f"{where}: 'pixels' has {len(values)} values, expected "
-                                                 f"{IMAGE_SIZE * IMAGE_SIZE} (48x48)")
+        raise _bad("bad_pixels", record, where, f"'pixels' has {len(values)} values, expected "
+                                               f"{IMAGE_SIZE * IMAGE_SIZE} (48x48)")
     try:
         pixels = np.array(values, dtype=np.int32)
     except ValueError as err:
-        raise BadItemError("bad_pixels", record, f"{where}: 'pixels' is not a list of integers ({err})") from err
+        raise _bad("bad_pixels", record, where, f"'pixels' is not a list of integers ({err})") from err
     if pixels.min() < 0 or pixels.max() > 255:
-        raise BadItemError("bad_pixels", record, f"{where}: pixel values must lie in 0-255, found "
-                                                 f"{pixels.min()}-{pixels.max()}")
+        raise _bad("bad_pixels", record, where, f"pixel values must lie in 0-255, found {pixels.min()}-{pixels.max()}")
     return pixels.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -483,16 +553,16 @@ def _parse_row(fields: list[str], columns: tuple[int, int, int], n_columns: int,
                ) -> tuple[np.ndarray, int, int]:
     i_emotion, i_pixels, i_usage = columns
     if len(fields) != n_columns:
-        raise BadItemError("bad_fields", record, f"{where}: {len(fields)} fields, the header has {n_columns}")
+        raise _bad("bad_fields", record, where, f"{len(fields)} fields, the header has {n_columns}")
     try:
         label = int(fields[i_emotion])
     except ValueError:
-        raise BadItemError("bad_label", record, f"{where}: emotion '{fields[i_emotion]}' is not an integer") from None
+        raise _bad("bad_label", record, where, f"emotion '{fields[i_emotion]}' is not an integer") from None
     if not 0 <= label < len(EMOTIONS):
-        raise BadItemError("bad_label", record, f"{where}: emotion {label} is outside 0-{len(EMOTIONS) - 1}")
+        raise _bad("bad_label", record, where, f"emotion {label} is outside 0-{len(EMOTIONS) - 1}")
     usage = fields[i_usage].strip()
     if usage not in USAGE_TO_SPLIT:
-        raise BadItemError("bad_usage", record, f"{where}: Usage '{usage}' is not one of {sorted(USAGE_TO_SPLIT)}")
+        raise _bad("bad_usage", record, where, f"Usage '{usage}' is not one of {sorted(USAGE_TO_SPLIT)}")
     return _parse_pixels(fields[i_pixels], where, record), label, USAGE_TO_SPLIT[usage]
 
 
@@ -531,6 +601,7 @@ def read_csv(path: Path, policy: ReadPolicy = DEFAULT_POLICY) -> FERArrays:
             labels.append(label)
             splits.append(split)
             names.append(record)
+    problems.raise_rejected(str(path))
     if not images:
         raise FER2013FormatError(f"{path}: the CSV has a header but no usable rows"
                                  + (f" ({len(problems.skipped)} skipped)" if problems.skipped else ""))
