@@ -89,7 +89,8 @@ def main() -> None:
     torch.manual_seed(0)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
-        "overrides": overrides, "batch_size": cfg.data.batch_size, "num_workers": resolve_num_workers(cfg.data.num_workers),
+        "overrides": overrides, "batch_size": cfg.data.batch_size,
+        "num_workers": resolve_num_workers(cfg.data.num_workers),
         "torch_threads": torch.get_num_threads(), "batches": args.batches,
         "model_only_img_s": round(model_only(cfg, args.batches), 1),
         "loader_only_img_s": round(loader_only(cfg, args.batches), 1),
