@@ -1,14 +1,16 @@
-"""The LightningModule's loss options."""
+"""The LightningModule's loss options and its grouped recipe settings."""
 
 from __future__ import annotations
 
 import albumentations as A
 import numpy as np
+import pytest
 import torch
 from lightning import Trainer
 
+from fer_lightning.assets import shipped_model_file
 from fer_lightning.data.datamodule import SyntheticFERDataModule
-from fer_lightning.models.module import FERClassifier
+from fer_lightning.models.module import FERClassifier, FinetuneSettings, LossSettings, MixingSettings
 
 
 def test_class_weighted_loss_uses_the_training_split_counts() -> None:
@@ -25,3 +27,35 @@ def test_class_weighted_loss_uses_the_training_split_counts() -> None:
             enable_model_summary=False).fit(model, datamodule=dm)
     torch.testing.assert_close(model.class_weights, dm.class_weights())
     assert model.class_weights[1] > 3 * model.class_weights[0]  # the rare class weighs more
+
+
+def test_recipe_settings_come_in_groups_and_unknown_fields_are_named() -> None:
+    model = FERClassifier("compact_cnn", loss={"label_smoothing": 0.2}, finetune={"mode": "linear_probe"},
+                          mixing={"mixup_alpha": 0.4}, speed={"channels_last": True})
+    assert model.loss_settings == LossSettings(label_smoothing=0.2, class_weighted=False)
+    assert model.finetune_settings.mode == "linear_probe" and model.mixing_settings.mixup_alpha == 0.4
+    assert model.speed_settings.channels_last and not model.speed_settings.compile
+    assert model.hparams.loss == {"label_smoothing": 0.2, "class_weighted": False}  # plain dicts in checkpoints
+    with pytest.raises(ValueError, match=r"model.mixing has no \['mixup'\]; its settings are"):
+        FERClassifier("compact_cnn", mixing={"mixup": 0.4})
+    with pytest.raises(ValueError, match="model.finetune.mode must be one of"):
+        FERClassifier("compact_cnn", finetune={"mode": "partial"})
+    with pytest.raises(TypeError, match=r"unexpected arguments \['label_smothing'\]"):
+        FERClassifier("compact_cnn", label_smothing=0.1)
+
+
+def test_checkpoints_from_before_the_grouping_still_load_with_their_recipe() -> None:
+    """Flat recipe hyperparameters (the shipped model's checkpoint has them) are folded into their groups."""
+    legacy = FERClassifier("compact_cnn", label_smoothing=0.3, class_weighted_loss=True, finetune="staged",
+                           unfreeze_at_epoch=2, mixup_alpha=0.2, mix_prob=0.5, compile=True)
+    assert legacy.loss_settings == LossSettings(label_smoothing=0.3, class_weighted=True)
+    assert legacy.finetune_settings == FinetuneSettings(mode="staged", unfreeze_at_epoch=2)
+    assert legacy.mixing_settings == MixingSettings(mixup_alpha=0.2, prob=0.5)
+    assert legacy.speed_settings.compile
+    assert not {"label_smoothing", "mixup_alpha", "compile"} & set(legacy.hparams)  # saved grouped only
+
+    shipped_hparams = torch.load(shipped_model_file("ckpt"), map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert shipped_hparams["label_smoothing"] == 0.1 and "loss" not in shipped_hparams  # written before the grouping
+    shipped = FERClassifier.from_checkpoint(shipped_model_file("ckpt"))
+    assert shipped.loss_settings.label_smoothing == 0.1 and shipped.finetune_settings.mode == "full"
+    assert not shipped.speed_settings.compile  # inference never compiles
