@@ -35,8 +35,11 @@ SHOW_DIRS = textwrap.dedent("""
     from hydra.core.hydra_config import HydraConfig
     from fer_lightning.config import compose_config
     cfg = compose_config("train", sys.argv[1:], "unused")
-    print(json.dumps({"run": HydraConfig.get().run.dir, "sweep": HydraConfig.get().sweep.dir,
-                      "run_id": cfg.run_id}))
+    # One write of one line: torchrun's workers share a stdout, and print's separate newline write let two
+    # workers' lines run together.
+    sys.stdout.write(json.dumps({"run": HydraConfig.get().run.dir, "sweep": HydraConfig.get().sweep.dir,
+                                 "run_id": cfg.run_id}) + "\n")
+    sys.stdout.flush()
 """)
 
 
