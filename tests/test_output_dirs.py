@@ -38,7 +38,7 @@ SHOW_DIRS = textwrap.dedent("""
     # One write of one line: torchrun's workers share a stdout, and print's separate newline write let two
     # workers' lines run together.
     sys.stdout.write(json.dumps({"run": HydraConfig.get().run.dir, "sweep": HydraConfig.get().sweep.dir,
-                                 "run_id": cfg.run_id}) + "\n")
+                                 "run_id": cfg.run_id}) + "\\n")
     sys.stdout.flush()
 """)
 
