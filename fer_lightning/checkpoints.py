@@ -35,6 +35,10 @@ class CheckpointError(FERLightningError, ValueError):
     """A file that is no fer_lightning training checkpoint (or cannot be read safely as one)."""
 
 
+class CheckpointNotFoundError(FERLightningError, FileNotFoundError):
+    """`ckpt_path` names no checkpoint file, or a run folder without one."""
+
+
 class CheckpointMismatchError(FERLightningError, ValueError):
     """A checkpoint trained as another network (backbone, classes, input) than the one a run builds."""
 
@@ -98,6 +102,25 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
         hyper_parameters=hparams,
         extras=extras,
     )
+
+
+def resolve_resume_path(ckpt_path: str | Path) -> Path:
+    """`ckpt_path` may name a checkpoint or a run directory; a directory resumes its newest checkpoint.
+
+    Newest by modification time between `last.ckpt` (end of an epoch: the resume is exact) and
+    `interrupted.ckpt` (written on Ctrl-C or an error, mid-epoch: resumes where it stopped, not bit-exact).
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_dir():
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
+        return path
+    candidates = [c for c in (path / "checkpoints" / "last.ckpt", path / "checkpoints" / "interrupted.ckpt",
+                              path / "last.ckpt", path / "interrupted.ckpt") if c.is_file()]
+    if not candidates:
+        raise CheckpointNotFoundError(f"ckpt_path={ckpt_path} is a directory without checkpoints/last.ckpt or "
+                                "checkpoints/interrupted.ckpt; give the .ckpt file to resume from")
+    return max(candidates, key=lambda c: c.stat().st_mtime_ns)
 
 
 def check_checkpoint_matches(path: str | Path, model_cfg: DictConfig) -> CheckpointMeta:

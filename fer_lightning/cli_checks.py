@@ -10,14 +10,27 @@ fails, and anything the checks cannot judge (Hydra's own flags and `hydra.*` key
 `+key`/`++key`, interpolated nodes) is left to Hydra. `FER_LIGHTNING_SKIP_CONFIG_CHECKS=1` turns them off, in
 case they ever get in the way. Configs of the user's own (`--config-dir DIR`, `hydra.searchpath=[file://DIR]`) are
 searched as Hydra searches them, so an experiment that exists only there is no typo.
+
+Two spellings Hydra refuses although their meaning is plain are passed on as Hydra wants them, rewritten in the
+command line Hydra then parses (so `.hydra/overrides.yaml` and sweep job names show the working form):
+`experiment=resnet` for a group missing from the defaults list (experiment, debug, sweep, launcher,
+hparams_search) becomes `+experiment=resnet`, exactly what Hydra's own error asks for; and `trainer.X=...` for an
+argument X of `lightning.pytorch.Trainer` that the trainer config does not list becomes `+trainer.X=...`, so every
+Trainer argument is one override away without writing the config file Hydra's struct mode would otherwise want
+(except callbacks and logger, which the train command fills from their own groups: those are an error naming them).
+The evaluate command uses none of training's groups, and has no trainer: there both are reported, not rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import copy
 import difflib
+import functools
+import importlib.util
+import inspect
 import io
 import itertools
 import os
@@ -33,6 +46,12 @@ from fer_lightning.errors import FERLightningError
 
 SKIP_ENV = "FER_LIGHTNING_SKIP_CONFIG_CHECKS"
 APP_COMMANDS = {"train": "python -m fer_lightning", "eval": "python -m fer_lightning.evaluate"}
+# Trainer arguments the train command passes from their own config groups (fer_lightning.train builds the Trainer
+# with callbacks= and logger=, which replace the config's): `trainer.logger=false` would be silently ignored.
+TRAINER_ARGUMENTS_FROM_GROUPS = ("callbacks", "logger")
+# The apps whose `experiment=NAME` (a group outside the defaults list) means `+experiment=NAME`. Evaluation has no
+# use for training's groups: a checkpoint brings its model and settings, so `model=...` there is an error instead.
+APPS_ADDING_GROUPS = ("train",)
 MAX_SWEEP_COMBINATIONS = 32  # each is one compose (~0.1 s); more than this and a sweep is checked in part
 # Flags after which Hydra does not compose this project's config (or composes another one): nothing to check.
 NON_COMPOSING_FLAGS = ("help", "hydra_help", "info", "shell_completion", "config_path", "experimental_rerun")
@@ -45,51 +64,85 @@ class ConfigError(FERLightningError, ValueError):
 
 
 def run_checked(hydra_app: Callable[[], Any], config_name: str, argv: Sequence[str] | None = None) -> Any:
-    """Check the command line, then hand over to the `@hydra.main` app; on a typo exit 2 with one line on stderr."""
+    """Check the command line, then hand over to the `@hydra.main` app; on a typo exit 2 with one line on stderr.
+
+    `@hydra.main` parses `sys.argv` itself, so the rewritten command line (`+experiment=...`, `+trainer.X=...`)
+    goes there. An explicit `argv` is only checked: `sys.argv` is then not the command line being run.
+    """
+    given = sys.argv[1:] if argv is None else list(argv)
     try:
-        check_argv(config_name, sys.argv[1:] if argv is None else list(argv))
+        rewritten = check_argv(config_name, given)
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:  # a flaw in the checks must never block a command Hydra would run
         print(f"Warning: skipped the config checks ({type(err).__name__}: {err}); set {SKIP_ENV}=1 to silence "
               "this, and please report it", file=sys.stderr)
+        rewritten = given
+    if argv is None and rewritten != given:
+        sys.argv[1:] = rewritten
     return hydra_app()
 
 
-def check_argv(config_name: str, argv: Sequence[str]) -> None:
-    """`check_overrides` on the overrides of a Hydra command line, unless its flags make Hydra compose nothing."""
+def check_argv(config_name: str, argv: Sequence[str]) -> list[str]:
+    """`check_overrides` on the overrides of a Hydra command line, unless its flags make Hydra compose nothing.
+
+    Returns the command line with the overrides as Hydra should get them (flags unchanged, in place).
+    """
+    argv = list(argv)
     if os.environ.get(SKIP_ENV, "").strip().lower() in {"1", "true", "yes"}:
-        return
+        return argv
     args = _parse_hydra_flags(argv)
     if args is None or any(getattr(args, flag, None) for flag in NON_COMPOSING_FLAGS):
-        return
+        return argv
     if args.config_dir is not None and not Path(args.config_dir).is_dir():
-        return  # Hydra's own message names the missing folder
-    check_overrides(args.config_name or config_name, list(args.overrides or []), config_dir=args.config_dir)
+        return argv  # Hydra's own message names the missing folder
+    overrides = list(args.overrides or [])
+    rewritten = check_overrides(args.config_name or config_name, overrides, config_dir=args.config_dir,
+                                app=config_name)
+    return _replace_overrides(argv, overrides, rewritten)
 
 
-def check_overrides(config_name: str, overrides: list[str], config_dir: str | Path | None = None) -> None:
+def check_overrides(config_name: str, overrides: list[str], config_dir: str | Path | None = None,
+                    app: str | None = None) -> list[str]:
     """Raise `ConfigError` for the first unknown config group option or config key among Hydra `overrides`.
 
     Group options (`model=...`, `+experiment=...`, `model/optimizer=...`, each option of a sweep) are checked
     against the config files; keys against the config composed with the command's group choices, once per
-    combination of swept groups (up to `MAX_SWEEP_COMBINATIONS`). `config_dir` is the command's `--config-dir`.
+    combination of swept groups (up to `MAX_SWEEP_COMBINATIONS`). `config_dir` is the command's `--config-dir`;
+    `app` the command's own config (`train`, `eval`; default `config_name`), which decides `experiment=X` below.
+    Returns the overrides as Hydra should get them, one for one: `experiment=X` as `+experiment=X`, a Lightning
+    Trainer argument the config lacks as `+trainer.X=...` (see the module docstring); the rest as given.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     if not overrides:
-        return
+        return []
     with _hydra_as_the_apps_start_it(config_dir) as loader:
         parser = OverridesParser.create(config_loader=loader)  # with the loader: it expands glob() sweeps
         try:
             parsed = parser.parse_overrides(overrides)
         except HydraException:
-            return  # a syntax error: Hydra's own message points at the character
+            return list(overrides)  # a syntax error: Hydra's own message points at the character
         if not _add_user_searchpath(loader, config_name, parsed):
-            return  # a hydra.searchpath folder Hydra cannot read: its own message names it
-        _OverrideChecker(config_name, loader, parser).check(parsed)
+            return list(overrides)  # a hydra.searchpath folder Hydra cannot read: its own message names it
+        checked = _OverrideChecker(config_name, loader, parser, app or config_name).check(parsed)
+        return [override.input_line for override in checked]
+
+
+def _replace_overrides(argv: list[str], overrides: list[str], rewritten: list[str]) -> list[str]:
+    """`argv` with each of its `overrides` (in order, as argparse collected them) replaced by its rewritten form."""
+    if rewritten == overrides:
+        return argv
+    result, index = [], 0
+    for token in argv:
+        if index < len(overrides) and token == overrides[index]:
+            result.append(rewritten[index])
+            index += 1
+        else:
+            result.append(token)
+    return result if index == len(overrides) else argv
 
 
 @contextlib.contextmanager
@@ -175,10 +228,12 @@ def _display_path(path: Path) -> str:
 class _OverrideChecker:
     """The checks of one command line against one primary config (`train` or `eval`)."""
 
-    def __init__(self, config_name: str, loader: Any, parser: Any) -> None:
+    def __init__(self, config_name: str, loader: Any, parser: Any, app: str | None = None) -> None:
         self.config_name = config_name
+        self.app = app or config_name
         self.loader = loader
         self.parser = parser
+        self.trainer_key_found: dict[int, set[bool]] = {}  # per `trainer.X` override (id): in the config, per job
 
     # --- Config group options --------------------------------------------------------------------------------
 
@@ -225,18 +280,24 @@ class _OverrideChecker:
 
     # --- Config keys -----------------------------------------------------------------------------------------
 
-    def check(self, overrides: list[Any]) -> None:
-        """Group options first (they decide which keys exist), then keys against each combination of groups."""
+    def check(self, overrides: list[Any]) -> list[Any]:
+        """Group options first (they decide which keys exist), then keys against each combination of groups.
+
+        Returns the overrides as Hydra should get them: groups missing from the defaults list added with `+`,
+        Trainer arguments the trainer config lacks added with `+` (`++` where only some combinations lack them).
+        """
         for override in overrides:
             if self.is_group(override):
                 self.check_group_option(override)
+        overrides = self.add_groups_missing_from_defaults(overrides)
         keys = [o for o in overrides if not self.is_group(o) and not _is_hydra_key(o.key_or_group)]
         for override in keys:
             if override.is_add() or override.is_force_add():
                 self.check_added_key_is_no_group(override)
         changed = [o for o in keys if not (o.is_add() or o.is_force_add() or o.is_delete())]
         if not changed:
-            return
+            return overrides
+        self.trainer_key_found = {}
         # One compose without the swept groups: the whole check for a single run, and where a sweep's
         # `hydra.sweeper.params` (e.g. from `+sweep=...`) are read.
         first = self.try_compose(self.command_line(overrides, {}, changed=True), with_hydra=True)
@@ -244,9 +305,107 @@ class _OverrideChecker:
         combinations = self.group_combinations(overrides, params_source)
         if combinations == [{}]:
             self.check_keys(overrides, {}, changed, first)
+        else:
+            for combination in combinations:
+                self.check_keys(overrides, combination, changed, None)
+        return self.pass_trainer_arguments_through(overrides)
+
+    # --- Spellings Hydra refuses, passed on as it wants them --------------------------------------------------
+
+    def add_groups_missing_from_defaults(self, overrides: list[Any]) -> list[Any]:
+        """`experiment=resnet` as `+experiment=resnet` when no config of the defaults tree chooses an experiment.
+
+        Hydra refuses the former ("No match in the defaults list") and names the latter as the fix; the defaults
+        tree is Hydra's own (its defaults list with the command's other group choices), so a group that a config
+        of the user's does list (`- experiment: null`) is left as it is.
+        """
+        plain = [o for o in overrides if self.is_group(o) and not _is_hydra_key(o.key_or_group)
+                 and not (o.is_add() or o.is_force_add() or o.is_delete()) and not isinstance(o.value(), dict)]
+        if not plain:
+            return overrides
+        known = self.groups_in_defaults(overrides, include=plain)
+        if known is None or not all(o.key_or_group in known for o in plain):
+            # Grow the tree from the choices Hydra accepts: each may bring groups the next ones belong to.
+            accepted: list[Any] = []
+            while True:
+                known = self.groups_in_defaults(overrides, include=accepted)
+                if known is None:
+                    return overrides  # the groups do not compose for another reason: Hydra's message says which
+                more = [o for o in plain if o.key_or_group in known and o not in accepted]
+                if not more:
+                    break
+                accepted += more
+        missing = [o for o in plain if o.key_or_group not in known]
+        if not missing:
+            return overrides
+        if self.app not in APPS_ADDING_GROUPS:
+            group = missing[0].key_or_group
+            chosen = ", ".join(sorted(g for g in known if "/" not in g and not _is_hydra_key(g)))
+            command = APP_COMMANDS.get(self.app, "this command")
+            raise ConfigError(f"{command} does not use a config group '{group}' (its config chooses: {chosen}). "
+                              f"To add one anyway, write +{missing[0].input_line}.")
+        return self.parser.parse_overrides([f"+{o.input_line}" if o in missing else o.input_line for o in overrides])
+
+    def groups_in_defaults(self, overrides: list[Any], include: list[Any]) -> set[str] | None:
+        """The groups of Hydra's defaults tree for the group overrides that are no plain choice, plus `include`.
+
+        Swept choices are left out, as Hydra leaves them out until each job composes. None where Hydra refuses.
+        """
+        from hydra.types import RunMode
+
+        lines = [o.input_line for o in overrides if self.is_group(o) and not o.is_sweep_override()
+                 and (o.is_add() or o.is_force_add() or o.is_delete() or _is_hydra_key(o.key_or_group)
+                      or isinstance(o.value(), dict) or o in include)]
+        try:
+            defaults = self.loader.compute_defaults_list(self.config_name, lines, RunMode.RUN)
+        except Exception:  # Hydra's ConfigCompositionException, or a config it cannot read: it says why later
+            return None
+        return set(defaults.overrides.known_choices_per_group)
+
+    def trainer_node(self, cfg: DictConfig) -> DictConfig | None:
+        """The config's Lightning Trainer arguments; None where there are none (the evaluate config)."""
+        if "trainer" not in cfg.keys():
+            return None
+        node = cfg._get_node("trainer")
+        if not isinstance(node, DictConfig) or node._is_none() or node._is_missing() or node._is_interpolation():
+            return None
+        return node
+
+    def note_trainer_keys(self, cfg: DictConfig, changed: list[Any]) -> None:
+        """Whether each `trainer.X=...` names a key of this combination's trainer config."""
+        node = self.trainer_node(cfg)
+        if node is None:
             return
-        for combination in combinations:
-            self.check_keys(overrides, combination, changed, None)
+        for override in changed:
+            name = _trainer_argument_name(override)
+            if name is not None:
+                self.trainer_key_found.setdefault(id(override), set()).add(name in node.keys())
+
+    def passes_through(self, cfg: DictConfig, override: Any) -> bool:
+        """`trainer.gradient_clip_val=1.0`: not in the trainer config, but an argument of Lightning's Trainer."""
+        name = _trainer_argument_name(override)
+        node = self.trainer_node(cfg) if name is not None else None
+        if node is None or name in node.keys():
+            return False
+        if name in TRAINER_ARGUMENTS_FROM_GROUPS and self.loader.repository.group_exists(name):
+            raise ConfigError(f"'{override.key_or_group}' cannot be set: the Trainer gets its {name} from the {name} "
+                              f"config group ({name}={'|'.join(self.group_options(name))}, or {name}.KEY=...).")
+        return name in _trainer_parameters()
+
+    def pass_trainer_arguments_through(self, overrides: list[Any]) -> list[Any]:
+        """`trainer.X=...` as `+trainer.X=...` where the trainer config lacks X (checked: X is a Trainer argument).
+
+        `++` where some swept combinations have X and others not: `+` would fail in the former, a plain override
+        in the latter. Reached only when no key was reported, so every X missing somewhere passed the check.
+        """
+        lines = []
+        for override in overrides:
+            found = self.trainer_key_found.get(id(override), {True})
+            prefix = "" if found == {True} else "+" if found == {False} else "++"
+            lines.append(prefix + override.input_line)
+        if lines == [o.input_line for o in overrides]:
+            return overrides
+        return self.parser.parse_overrides(lines)
 
     def command_line(self, overrides: list[Any], combination: dict[str, str], changed: bool) -> list[str]:
         """The overrides one job composes: swept groups set to `combination`, swept keys and `hydra.*` left out
@@ -328,12 +487,13 @@ class _OverrideChecker:
         full = composed or self.try_compose(self.command_line(overrides, combination, changed=True))
         # Swept keys are never composed here (a value per job): they only need to exist.
         to_walk = changed if full is None else [o for o in changed if o.is_sweep_override()]
-        if not to_walk:
-            return
         cfg = full or self.try_compose(self.command_line(overrides, combination, changed=False))
         if cfg is None:
             return  # the groups themselves do not compose: Hydra's own message says why
+        self.note_trainer_keys(cfg, changed)
         for override in to_walk:
+            if self.passes_through(cfg, override):
+                continue
             for key in _keys_set_by(override):
                 problem = self.key_problem(cfg, key, override, combination)
                 if problem:
@@ -370,12 +530,17 @@ class _OverrideChecker:
     def unknown_key_message(self, cfg: DictConfig, key: str, override: Any, parent: DictConfig, depth: int,
                             combination: dict[str, str]) -> str:
         value = override.input_line.split("=", 1)[1] if key == override.key_or_group else "..."
-        suggestion = self.suggest_group(key, value) or _suggest_key(cfg, key, parent, depth)
+        # `trainer.gradient_clip_vall`: the meant name may be a Trainer argument the config does not list.
+        trainer_arguments = (_trainer_parameters() if depth == 1 and key.startswith("trainer.")
+                             and self.trainer_node(cfg) is not None else frozenset())
+        suggestion = self.suggest_group(key, value) or _suggest_key(cfg, key, parent, depth, trainer_arguments)
         message = f"Unknown config key '{key}'."
         if combination:
             message = f"Unknown config key '{key}' (with {' '.join(combination.values())})."
         if suggestion:
             message += f" Did you mean '{suggestion}'?"
+        elif trainer_arguments:
+            message += " trainer.* takes the keys of conf/trainer/ and every argument of lightning.pytorch.Trainer."
         elif depth and len(parent) <= 12:
             message += f" '{'.'.join(key.split('.')[:depth])}' has: {', '.join(str(k) for k in parent.keys())}."
         else:
@@ -409,20 +574,72 @@ def _keys_set_by(override: Any) -> list[str]:
     return keys
 
 
+def _trainer_argument_name(override: Any) -> str | None:
+    """X of a plain `trainer.X=...` (not `+`, `++` or `~`: those say what they mean), else None."""
+    if override.is_add() or override.is_force_add() or override.is_delete():
+        return None
+    segments = override.key_or_group.split(".")
+    return segments[1] if len(segments) == 2 and segments[0] == "trainer" else None
+
+
+@functools.lru_cache(maxsize=1)
+def _trainer_parameters() -> frozenset[str]:
+    """The keyword arguments of `lightning.pytorch.Trainer`; empty where Lightning is missing (no pass-through).
+
+    Asked only once a `trainer.X` is missing from the config, and read from Lightning's source first: importing
+    Lightning takes seconds, which a typo (`trainer.max_epoch=3`) should not wait for.
+    """
+    return _trainer_parameters_from_source() or _trainer_parameters_from_signature()
+
+
+def _trainer_parameters_from_source() -> frozenset[str]:
+    """`Trainer.__init__`'s parameters from `lightning/pytorch/trainer/trainer.py`, parsed, not imported."""
+    try:
+        spec = importlib.util.find_spec("lightning")  # a top-level package: located, not imported
+        if spec is None or not spec.submodule_search_locations:
+            return frozenset()
+        source = Path(list(spec.submodule_search_locations)[0]) / "pytorch" / "trainer" / "trainer.py"
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except Exception:
+        return frozenset()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    arguments = [*item.args.args, *item.args.kwonlyargs]
+                    return frozenset(a.arg for a in arguments if a.arg != "self")
+    return frozenset()
+
+
+def _trainer_parameters_from_signature() -> frozenset[str]:
+    try:
+        from lightning.pytorch import Trainer
+    except Exception:
+        return frozenset()
+    parameters = inspect.signature(Trainer.__init__).parameters.values()
+    return frozenset(p.name for p in parameters
+                     if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
 def _is_hydra_key(key_or_group: str) -> bool:
     return key_or_group == "hydra" or key_or_group.startswith(("hydra.", "hydra/"))
 
 
-def _suggest_key(cfg: DictConfig, key: str, parent: DictConfig, depth: int) -> str | None:
-    """A sibling of the mistyped segment whose full path exists, else the closest of all keys in the config."""
+def _suggest_key(cfg: DictConfig, key: str, parent: DictConfig, depth: int,
+                 extra_siblings: frozenset[str] = frozenset()) -> str | None:
+    """A sibling of the mistyped segment whose full path exists, else the closest of all keys in the config.
+
+    `extra_siblings`: names that may stand at `depth` without being in the config (Trainer arguments).
+    """
     segments = key.split(".")
     all_keys = [k for k in _dotted_keys(cfg) if not _is_hydra_key(k)]
     prefix = segments[:depth]
     rest = segments[depth + 1:]
     siblings = [str(k) for k in parent.keys() if k != "hydra"]
+    siblings += sorted(extra_siblings.difference(siblings))
     for sibling in difflib.get_close_matches(segments[depth], siblings, n=3, cutoff=0.6):
         candidate = ".".join([*prefix, sibling, *rest])
-        if candidate in all_keys:
+        if candidate in all_keys or (not rest and sibling in extra_siblings):
             return candidate
     tails = sorted((k for k in all_keys if k.endswith("." + key)), key=len)  # `max_epochs` -> `trainer.max_epochs`
     if tails:

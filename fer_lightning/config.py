@@ -208,7 +208,7 @@ def _read_claim(marker: Path, wait_s: float = 2.0) -> dict[str, object] | None:
 
 def register_resolvers() -> None:
     resolvers = {"fer_wandb_offline": wandb_offline, "fer_sym": symmetric_range, "fer_scale": scale_range,
-                 "fer_mul": lambda a, b: float(a) * float(b)}
+                 "fer_mul": lambda a, b: float(a) * float(b), "fer_not": lambda value: not bool(value)}
     for name, function in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

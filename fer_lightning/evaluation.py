@@ -169,17 +169,26 @@ def _split_title(split: str, official: bool) -> str:
 
 
 def results_table(metrics: dict[str, Any], splits: Sequence[str], tta: str, official: bool) -> str:
-    """The console summary: accuracy and macro-F1 per split, with the TTA mode next to its no-TTA baseline."""
+    """The console summary: accuracy and macro-F1 per split, with the TTA mode next to its no-TTA baseline.
+
+    For an ensemble every member gets its own rows above the ensemble's, so the gain of averaging is read off the
+    same table (the members' numbers are in metrics.json under `per_model` too).
+    """
     columns = [f"acc ({tta})", f"macro-F1 ({tta})"]
     if tta != "none":
         columns += ["acc (no TTA)", "macro-F1 (no TTA)"]
+    members = metrics.get("per_model") or []
+    models = [(model_label(Path(member["ckpt_path"])), member) for member in members]
+    models.append(("ensemble" if members else "model", metrics))
     rows = []
     for split in splits:
-        values = [metrics[f"{split}/acc"], metrics[f"{split}/f1_macro"]]
-        if tta != "none":
-            values += [metrics[f"{NO_TTA}{split}/acc"], metrics[f"{NO_TTA}{split}/f1_macro"]]
-        rows.append([_split_title(split, official), str(metrics["num_faces"][split])] + [f"{v:.4f}" for v in values])
-    header = ["split", "faces", *columns]
+        for name, source in models:
+            values = [source[f"{split}/acc"], source[f"{split}/f1_macro"]]
+            if tta != "none":
+                values += [source[f"{NO_TTA}{split}/acc"], source[f"{NO_TTA}{split}/f1_macro"]]
+            row = [_split_title(split, official), str(metrics["num_faces"][split])] + [f"{v:.4f}" for v in values]
+            rows.append(row[:1] + [name] + row[1:] if members else row)
+    header = ["split", *(["model"] if members else []), "faces", *columns]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))

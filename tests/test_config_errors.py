@@ -227,6 +227,104 @@ def test_run_checked_exits_2_on_a_typo_and_never_blocks_on_its_own_flaws(
     assert "skipped the config checks (RuntimeError: a bug in the checks)" in capsys.readouterr().err
 
 
+# --- Spellings Hydra refuses, passed on as it wants them ------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["trainer.gradient_clip_val=1.0"], ["+trainer.gradient_clip_val=1.0"]),  # a Trainer argument conf/ lacks
+    (["trainer.max_epochs=3", "trainer.accumulate_grad_batches=2", "seed=1"],
+     ["trainer.max_epochs=3", "+trainer.accumulate_grad_batches=2", "seed=1"]),  # keys the config has stay
+    (["-m", "trainer.gradient_clip_val=0.5,1.0"], ["-m", "+trainer.gradient_clip_val=0.5,1.0"]),
+    (["+debug=fdr", "trainer.fast_dev_run=2"], ["+debug=fdr", "trainer.fast_dev_run=2"]),  # +debug=fdr sets it
+    (["-m", "+debug=fdr,limit", "trainer.fast_dev_run=2"],  # fdr has it, limit not: only ++ fits both jobs
+     ["-m", "+debug=fdr,limit", "++trainer.fast_dev_run=2"]),
+    (["+trainer.gradient_clip_val=1", "++trainer.detect_anomaly=true", "~trainer.deterministic"],
+     ["+trainer.gradient_clip_val=1", "++trainer.detect_anomaly=true", "~trainer.deterministic"]),
+    (["experiment=compact_cnn", "data=synthetic"], ["+experiment=compact_cnn", "data=synthetic"]),
+    (["-m", "experiment=compact_cnn,resnet", "debug=fdr", "launcher=local_parallel", "hparams_search=optuna"],
+     ["-m", "+experiment=compact_cnn,resnet", "+debug=fdr", "+launcher=local_parallel", "+hparams_search=optuna"]),
+    (["sweep=scratch_vs_transfer", "debug=[limit,fdr]", "model=timm", "model/optimizer=sgd"],
+     ["+sweep=scratch_vs_transfer", "+debug=[limit,fdr]", "model=timm", "model/optimizer=sgd"]),
+    (["--cfg", "job", "-p", "trainer", "experiment=resnet", "trainer.gradient_clip_val=1"],  # flags stay in place
+     ["--cfg", "job", "-p", "trainer", "+experiment=resnet", "+trainer.gradient_clip_val=1"]),
+])
+def test_trainer_arguments_and_added_groups_are_passed_on_with_a_plus(argv: list[str], expected: list[str]) -> None:
+    assert check_argv("train", argv) == expected
+
+
+def test_a_mistyped_trainer_argument_suggests_the_closest_of_config_and_trainer() -> None:
+    assert _config_error("train", ["trainer.gradient_clip_vall=1.0"]).startswith(
+        "Unknown config key 'trainer.gradient_clip_vall'. Did you mean 'trainer.gradient_clip_val'?")
+    assert _config_error("train", ["trainer.acumulate_grad_batches=1,2"]).startswith(  # a sweep's values
+        "Unknown config key 'trainer.acumulate_grad_batches'. Did you mean 'trainer.accumulate_grad_batches'?")
+    assert "every argument of lightning.pytorch.Trainer" in _config_error("train", ["trainer.zzz=1"])
+    # The train command hands the Trainer its callbacks and loggers: trainer.logger=false would be ignored.
+    assert _config_error("train", ["trainer.logger=false"]) == (
+        "'trainer.logger' cannot be set: the Trainer gets its logger from the logger config group "
+        "(logger=csv|none|wandb, or logger.KEY=...).")
+    # Only trainer.X itself: a Trainer argument is no key of the other nodes.
+    assert _config_error("train", ["model.gradient_clip_val=1"]).startswith("Unknown config key 'model.gradient_clip")
+
+
+def test_the_evaluate_config_takes_no_trainer_arguments_nor_training_groups() -> None:
+    assert _config_error("eval", ["trainer.gradient_clip_val=1.0"]).startswith(
+        "Unknown config key 'trainer.gradient_clip_val'. No similar key in conf/eval.yaml")
+    assert _config_error("eval", ["experiment=resnet"]) == (
+        "python -m fer_lightning.evaluate does not use a config group 'experiment' (its config chooses: data, "
+        "paths). To add one anyway, write +experiment=resnet.")
+    assert check_argv("eval", ["data=synthetic", "ckpt_paths=a.ckpt"]) == ["data=synthetic", "ckpt_paths=a.ckpt"]
+
+
+def test_trainer_arguments_are_read_from_lightnings_source_as_its_signature_has_them() -> None:
+    # Parsed rather than imported, so a typo does not wait seconds for Lightning; both must agree.
+    assert cli_checks._trainer_parameters_from_source() == cli_checks._trainer_parameters_from_signature()
+    assert {"gradient_clip_val", "max_epochs", "accumulate_grad_batches"} <= cli_checks._trainer_parameters()
+
+
+def test_run_checked_hands_hydra_the_rewritten_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["fer-train", "experiment=compact_cnn", "trainer.gradient_clip_val=1.0"])
+    assert run_checked(lambda: list(sys.argv), "train") == [
+        "fer-train", "+experiment=compact_cnn", "+trainer.gradient_clip_val=1.0"]
+    monkeypatch.setenv(cli_checks.SKIP_ENV, "1")  # checks off: the command line goes to Hydra as typed
+    monkeypatch.setattr(sys, "argv", ["fer-train", "experiment=compact_cnn"])
+    assert run_checked(lambda: list(sys.argv), "train") == ["fer-train", "experiment=compact_cnn"]
+
+
+def test_cli_composes_trainer_arguments_and_experiments_without_a_plus(tmp_path: Path) -> None:
+    import yaml
+
+    result = _train_cli(["experiment=compact_cnn", "trainer.gradient_clip_val=1.0", "--cfg", "job"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["experiment_name"] == "compact_cnn" and cfg["model"]["backbone"] == "compact_cnn"
+    assert cfg["trainer"]["gradient_clip_val"] == 1.0 and cfg["trainer"]["max_epochs"] == 30
+
+
+def test_cli_mistyped_trainer_argument_fails_in_one_line(tmp_path: Path) -> None:
+    result = _train_cli(["trainer.gradient_clip_vall=1.0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: Unknown config key 'trainer.gradient_clip_vall'. Did you mean "
+                                    "'trainer.gradient_clip_val'?")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_cli_sweep_of_trainer_arguments_and_experiments_reaches_the_launcher(tmp_path: Path) -> None:
+    # As test_cli_valid_multirun_reaches_the_launcher: each job stops once Hydra names its folder.
+    result = _train_cli(["--multirun", "experiment=compact_cnn,scratch_cnn", "trainer.gradient_clip_val=0.5,1.0",
+                         "experiment_name=${no_such_key}", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
+    output = result.stdout + result.stderr
+    assert "Launching 4 jobs locally" in output, output[-3000:]
+    assert "#0 : +experiment=compact_cnn +trainer.gradient_clip_val=0.5 " in output
+
+
+def test_predict_cli_suggests_the_closest_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_lightning.cli.predict import EXIT_BAD_INPUT
+    from fer_lightning.cli.predict import main as predict_main
+
+    assert predict_main(["input=x.jpg", "ckpt=foo"]) == EXIT_BAD_INPUT == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown key 'ckpt' (did you mean 'ckpt_path'?)") and len(err.splitlines()) == 1
+
+
 # --- The user's own configs (--config-dir, hydra.searchpath) ------------------------------------------------
 
 def _user_conf(folder: Path) -> Path:
@@ -495,8 +593,8 @@ def test_evaluate_names_a_file_that_is_no_checkpoint_and_a_foreign_class_set(tmp
 
 def test_export_cli_names_a_file_that_is_no_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = _write_bad_files(tmp_path)
-    assert export_main([f"ckpt_path={files['truncated']}", f"output={tmp_path / 'm.onnx'}"]) == 1
+    assert export_main([f"ckpt_path={files['truncated']}", f"output={tmp_path / 'm.onnx'}"]) == 2  # a user error
     assert f"error: {files['truncated']} is not a readable PyTorch checkpoint" in capsys.readouterr().err
-    assert export_main([f"ckpt_path={SHIPPED_ONNX}", f"output={tmp_path / 'm.onnx'}"]) == 1
+    assert export_main([f"ckpt_path={SHIPPED_ONNX}", f"output={tmp_path / 'm.onnx'}"]) == 2
     assert "is an exported ONNX model, not a training checkpoint: give the .ckpt" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

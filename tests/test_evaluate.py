@@ -270,6 +270,11 @@ def test_evaluate_cli_ensemble_is_the_mean_of_its_members(trained_checkpoint: Pa
     assert metrics["num_models"] == 2 and len(metrics["per_model"]) == 2 and "no_tta/test/acc" not in metrics
     member = json.loads((tmp_path / "single1" / "metrics.json").read_text())
     assert metrics["per_model"][1]["test/acc"] == pytest.approx(member["test/acc"], abs=1e-6)
+    # the console table shows each member and then the ensemble, per split
+    table = [line for line in result.stdout.splitlines() if "(val," in line or "(test," in line]
+    assert len(table) == 6 and ["ensemble" in line for line in table] == [False, False, True] * 2
+    assert "perturbed.ckpt" in table[4] and f"{member['test/acc']:.4f}" in table[4]
+    assert f"{metrics['test/acc']:.4f}" in table[5]
 
 
 def test_evaluate_refuses_checkpoints_with_different_classes(trained_checkpoint: Path, tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ def test_cli_default_output_sits_next_to_the_checkpoint(trained_checkpoint: Path
 
 @pytest.mark.parametrize(("argv", "status", "message"), [
     ([], 2, "ckpt_path is required"),
-    (["ckpt_path=/no/such/model.ckpt"], 1, "checkpoint not found: /no/such/model.ckpt"),
+    (["ckpt_path=/no/such/model.ckpt"], 2, "checkpoint not found: /no/such/model.ckpt"),
     (["ckpt_path=x.ckpt", "ckpt_pth=y.ckpt"], 2, "unknown key 'ckpt_pth' (did you mean 'ckpt_path'?)"),
     (["ckpt_path=x.ckpt", "format=tflite"], 2, "format must be one of ['onnx', 'torchscript']"),
     (["ckpt_path=x.ckpt", "format=torchscript", "quantize=int8"], 2, "applies to format=onnx only"),

@@ -98,7 +98,9 @@ def test_folder_continues_past_unreadable_files_and_reports_them(recognizer, tmp
     assert summary["frames"] == 3 and summary["faces"] == 2 and summary["frames_without_face"] == 1
     assert sorted(Path(u["source"]).name for u in summary["unreadable"]) == ["d_broken.jpg", "e_empty.png"]
     assert all("cannot decode" in u["error"] for u in summary["unreadable"])
-    assert (out / "annotated" / "sub" / "b_face.jpg").is_file() and (out / "annotated" / "c_empty.jpg").is_file()
+    # annotated copies keep their input's format (a PNG stays a PNG)
+    assert (out / "annotated" / "sub" / "b_face.jpg").is_file() and (out / "annotated" / "c_empty.png").is_file()
+    assert not (out / "annotated" / "c_empty.jpg").exists()
 
 
 def test_cli_folder_with_unreadable_files_exits_with_its_own_code(trained_checkpoint, tmp_path) -> None:

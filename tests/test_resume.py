@@ -13,7 +13,8 @@ import torch
 from conftest import compose_train_cfg
 from wandb_records import iter_records
 
-from fer_lightning.train import resolve_resume_path, train
+from fer_lightning.checkpoints import resolve_resume_path
+from fer_lightning.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every source of randomness in play: shuffling, random crop/flip/affine augmentation, dropout, Mixup/CutMix,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fer_lightning.cli.common import EXIT_USER_ERROR, print_user_error, show_tracebacks
 from fer_lightning.errors import FERLightningError, UsageError
 
 USAGE = """\
@@ -97,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}\n\n{USAGE}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, FERLightningError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        if show_tracebacks():
+            raise
+        print_user_error(err)
+        return EXIT_USER_ERROR
     return 0
 
 

@@ -7,6 +7,7 @@ not a Hydra app: inference needs no config groups, sweeps or run folders, and st
 
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fer_lightning.cli.common import print_user_error, show_tracebacks
+from fer_lightning.errors import FERLightningError, UsageError
+from fer_lightning.inference.detectors import YUNET_ENV, YUNET_FILENAME, DetectorUnavailable
 from fer_lightning.inference.pipeline import PredictConfig, run
-from fer_lightning.inference.video import InputError
 
 EXIT_BAD_INPUT = 2  # nothing was processed: missing or unreadable input, bad argument
 EXIT_SOME_UNREADABLE = 3  # a folder was processed, but some of its files could not be read
@@ -26,10 +29,23 @@ USAGE = __doc__.split("\n\n")[0] + "\n\nKeys (key=value):\n" + "\n".join(
 
 
 def parse_args(argv: list[str]) -> PredictConfig:
-    """key=value arguments onto the typed defaults; an unknown key or a wrong type is an error naming it."""
+    """key=value arguments onto the typed defaults; an unknown key or a wrong type is an error naming it.
+
+    An unknown key names the closest field, as the training command and `fer-export` do: OmegaConf's own
+    message ("Key 'ckpt' not in 'PredictConfig'") says what is wrong, not what was meant. A leading `+`/`++`
+    (the training command's way to add a key) is accepted, as `fer-export` accepts it.
+    """
     bad = [arg for arg in argv if "=" not in arg]
     if bad:
         raise ValueError(f"arguments must be key=value, got {bad}; see --help")
+    argv = [arg.lstrip("+") for arg in argv]
+    known = [f.name for f in fields(PredictConfig)]
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if key.split(".")[0] not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise UsageError(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                             + "; see --help")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(PredictConfig), OmegaConf.from_dotlist(argv))
     except OmegaConfBaseException as err:
@@ -45,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
         summary = run(cfg)
-    except (InputError, ValueError, FileNotFoundError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except DetectorUnavailable as err:
+        if show_tracebacks():
+            raise
+        print(f"error: {err.reason}. Fix: yunet_model=/path/to/{YUNET_FILENAME} (or set {YUNET_ENV}), or "
+              "detector=haar, which needs no download.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FERLightningError, ValueError, FileNotFoundError, TypeError) as err:
+        if show_tracebacks():
+            raise
+        print_user_error(err)
         return EXIT_BAD_INPUT
     print(f"{summary['frames']} frame(s), {summary['faces']} face(s), {summary['frames_without_face']} without a "
           f"face, {summary['fps']} frames/s, detector {summary['detector']}")

@@ -7,8 +7,10 @@ A folder is the only argument, so plain argparse: no config tree to compose.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from fer_lightning.cli.common import EXIT_USER_ERROR, print_user_error
 from fer_lightning.reporting import collect_runs, markdown_table, summarize, write_report
 
 
@@ -20,10 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs, failed = collect_runs(args.multirun_dir)
     except FileNotFoundError as err:
-        raise SystemExit(f"error: {err}") from None
+        print_user_error(err)
+        raise SystemExit(EXIT_USER_ERROR) from None
     if not runs:
         jobs = "".join(f"\n  failed job: {job.dir}" for job in failed)
-        raise SystemExit(f"error: no metrics.json found under {args.multirun_dir}{jobs}")
+        print(f"error: no metrics.json found under {args.multirun_dir}{jobs}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
     print(write_report(runs, failed, args.out or args.multirun_dir))
     print(markdown_table(summarize(runs)))
     if failed:

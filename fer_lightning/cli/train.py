@@ -8,8 +8,10 @@ import hydra
 from omegaconf import DictConfig
 
 import fer_lightning  # noqa: F401  (registers resolvers before Hydra composes the config)
+from fer_lightning.cli.common import USER_ERRORS, end_job_on_user_error, preflight_then, quiet_console
 from fer_lightning.cli_checks import run_checked
 from fer_lightning.config import CONF_DIR
+from fer_lightning.preflight import check_train_inputs
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -17,11 +19,16 @@ def train_app(cfg: DictConfig) -> float | None:
     # Imported here: torch and Lightning take seconds to load, which `--cfg job`, `--help` and typos should not.
     from fer_lightning.train import train
 
+    log = logging.getLogger("fer_lightning")
+    quiet_console(bool(cfg.get("verbose", False)))
     try:
         metrics, _ = train(cfg)
+    except USER_ERRORS as err:
+        end_job_on_user_error(err, log)  # one line and exit 2 for a single run
+        raise
     except Exception:
         # Into the job's own log too (Hydra prints it only to stderr), so a failed sweep job says why.
-        logging.getLogger("fer_lightning").exception("Job failed")
+        log.exception("Job failed")
         raise
     objective = cfg.get("optimized_metric")
     return metrics.get(objective) if objective else None  # what Hydra sweepers (e.g. Optuna) maximise
@@ -29,7 +36,7 @@ def train_app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Overrides are checked before Hydra composes: a typo fails in a line, with no run directory created."""
-    run_checked(train_app, "train")
+    run_checked(preflight_then(train_app, "train", check_train_inputs), "train")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ class FER2013NotFoundError(FERLightningError, FileNotFoundError):
     """No FER2013 where the config points; the message says where it looked and how to get the data."""
 
 
+GET_FER2013_HINT = (
+    "Fix: data.root=path/to/fer2013.zip (the Kaggle archive, its unzipped folder, or fer2013.csv), "
+    "export FER2013_ROOT=that path once, or add data.download=true (needs internet); README: Getting FER2013"
+)
+
+
 def how_to_get_fer2013() -> str:
     return (
         "Get FER2013 in any of its forms:\n"
@@ -50,12 +56,13 @@ def resolve_source(root: str | Path) -> Path:
         if len(nested) == 1:
             return nested[0]
         raise FER2013NotFoundError(
-            f"{root.resolve()} exists but holds neither train/ and test/ folders nor one of {_KNOWN_FILES}.\n"
-            + how_to_get_fer2013()
+            f"{root.resolve()} (data.root) holds neither train/ and test/ folders nor one of "
+            f"{', '.join(_KNOWN_FILES)}. "
+            + GET_FER2013_HINT
         )
     raise FER2013NotFoundError(
-        f"FER2013 not found at {root.resolve()} (data.root; defaults to $FER2013_ROOT, else data/fer2013).\n"
-        + how_to_get_fer2013()
+        f"FER2013 not found at {root.resolve()} (data.root; defaults to $FER2013_ROOT, else data/fer2013). "
+        + GET_FER2013_HINT
     )
 
 

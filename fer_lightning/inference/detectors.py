@@ -39,7 +39,19 @@ _YUNET_ADVICE = (
 
 
 class DetectorUnavailable(FERLightningError, RuntimeError):
-    """A detector cannot be built on this machine (missing model file, no network, cascade not shipped)."""
+    """A detector cannot be built on this machine (missing model file, no network, cascade not shipped).
+
+    `reason` says what went wrong and `advice` how to fix it in Python terms; a command line states its own fix
+    (its key names differ), so the two are kept apart.
+    """
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(f"{reason}. {advice}" if advice else reason)
+        self.reason = reason
+        self.advice = advice
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable with both parts (multiprocessing, joblib)
+        return type(self), (self.reason, self.advice)
 
 
 @dataclass(frozen=True)
@@ -258,15 +270,13 @@ def yunet_model_path(model_path: str | Path | None = None, download: bool = True
         return cached
     if not download:
         raise DetectorUnavailable(
-            f"the YuNet face-detection model is not in the cache ({cached}) and download=False. {_YUNET_ADVICE}"
-        )
+            f"the YuNet face-detection model is not in the cache ({cached}) and download=False", _YUNET_ADVICE)
     try:
         _download(YUNET_URL, cached)
     except Exception as exc:  # noqa: BLE001 - any failure (DNS, TLS, HTTP, timeout, disk) gets the same advice
         raise DetectorUnavailable(
             f"the YuNet face-detection model could not be downloaded from {YUNET_URL} "
-            f"({type(exc).__name__}: {exc}). {_YUNET_ADVICE}"
-        ) from exc
+            f"({type(exc).__name__}: {exc})", _YUNET_ADVICE) from exc
     return cached
 
 
@@ -295,8 +305,7 @@ class YuNetDetector:
                                                   self.score_threshold, self.nms_threshold, self.top_k)
         except cv2.error as exc:
             raise DetectorUnavailable(
-                f"OpenCV could not load the YuNet model {str(self.model_path)!r} ({exc}). {_YUNET_ADVICE}"
-            ) from exc
+                f"OpenCV could not load the YuNet model {str(self.model_path)!r} ({exc})", _YUNET_ADVICE) from exc
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         image = _validate(image)

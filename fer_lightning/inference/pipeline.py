@@ -140,6 +140,10 @@ def _frames(spec: InputSpec, stream: VideoStream | None, files: list[Path] | Non
     return iter([Frame(str(spec.path), 0, None, read_image(spec.path))])
 
 
+# Annotated photos keep their input's format where OpenCV writes it; anything else (e.g. GIF) becomes a JPEG.
+KEPT_IMAGE_FORMATS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
 class _AnnotatedOutput:
     """Annotated copies: one image per photo (folder layout mirrored) or one video per video/webcam input."""
 
@@ -155,7 +159,8 @@ class _AnnotatedOutput:
         if self.stream is None:
             source = Path(frame.source)
             relative = source.relative_to(self.spec.path) if self.spec.kind == "folder" else Path(source.name)
-            path = (self.dir / relative).with_suffix(".jpg")
+            suffix = relative.suffix.lower() if relative.suffix.lower() in KEPT_IMAGE_FORMATS else ".jpg"
+            path = (self.dir / relative).with_suffix(suffix)  # a PNG stays lossless, a JPEG stays a JPEG
             path.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(path), image):
                 raise OSError(f"could not write annotated image {path}")

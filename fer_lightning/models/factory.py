@@ -8,7 +8,13 @@ import timm
 from torch import nn
 
 from fer_lightning.models.scratch import VGGFER, CompactCNN, SeedCNN
-from fer_lightning.models.weights import PACKAGE_WEIGHTS, PretrainedWeightsError, load_backbone_weights, read_state_dict
+from fer_lightning.models.weights import (
+    PACKAGE_WEIGHTS,
+    PretrainedWeightsError,
+    check_hub_weights,
+    load_backbone_weights,
+    read_state_dict,
+)
 
 # Networks of this project, built with the same arguments as timm models (`drop_rate`, `in_chans`, ...).
 SCRATCH_NETWORKS: dict[str, Callable[..., nn.Module]] = {"scratch_cnn": SeedCNN, "compact_cnn": CompactCNN,
@@ -37,6 +43,8 @@ def create_network(name: str, num_classes: int, in_chans: int = 1, pretrained: b
     _check_timm_name(name)
     if pretrained and not timm.is_model_pretrained(name):
         raise PretrainedWeightsError(f"timm has no pretrained weights for '{name}'; set model.pretrained=false")
+    if pretrained:
+        check_hub_weights(name)  # offline: fail now, not after timm's minute of retries
     try:
         return timm.create_model(name, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes,
                                  drop_rate=drop_rate)

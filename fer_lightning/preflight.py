@@ -1,0 +1,67 @@
+"""Checks a composed config can run, before anything is created: no run folder, no W&B run, no half-made outputs.
+
+A command that fails after making its run folder leaves an empty run behind (which `wandb sync` would upload) and
+hides the one useful line in a long traceback. What can be known before the run, is checked here, cheaply: the
+data source is there and reads (bad files are named now, and the decode cache the run then loads is filled), the
+checkpoints exist and fit the network, pretrained weights can be had. Each check raises the project error whose
+message says what to change on the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+SCRATCH_BACKBONES = ("scratch_cnn", "compact_cnn", "vgg_fer")  # built here, no hub weights (models/factory.py)
+
+
+def check_train_inputs(cfg: DictConfig) -> None:
+    """Everything `train(cfg)` needs from outside the config: checkpoint, pretrained weights, data."""
+    if cfg.get("ckpt_path"):
+        from fer_lightning.checkpoints import check_checkpoint_matches, resolve_resume_path
+
+        check_checkpoint_matches(resolve_resume_path(cfg.ckpt_path), cfg.model)
+    check_pretrained_weights(cfg.model)
+    check_data(cfg.data)
+
+
+def check_eval_inputs(cfg: DictConfig) -> None:
+    """Everything `evaluate(cfg)` needs from outside the config: the model files, then the data."""
+    from fer_lightning.evaluation import checkpoint_paths
+
+    for path in checkpoint_paths(cfg.get("ckpt_paths")):
+        if path.suffix.lower() != ".onnx":
+            from fer_lightning.checkpoints import read_checkpoint_meta
+
+            read_checkpoint_meta(path)
+    check_data(cfg.data)
+
+
+def check_data(data_cfg: DictConfig) -> None:
+    """A FER2013 source exists and reads; with the decode cache on, it is decoded now (the run then loads it)."""
+    if not str(data_cfg.get("_target_", "")).endswith("FER2013DataModule"):
+        return  # synthetic faces: nothing outside the config
+    from fer_lightning.data.download import resolve_source
+
+    root = Path(str(data_cfg.root)).expanduser()
+    if data_cfg.get("download") and not root.exists():
+        return  # the run downloads it (and says so if it cannot)
+    resolve_source(root)
+    if data_cfg.get("cache", True):
+        from hydra.utils import instantiate
+
+        datamodule: Any = instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
+        datamodule.load_arrays()  # unusable files are all named here; the arrays go to the cache, then away
+
+
+def check_pretrained_weights(model_cfg: DictConfig) -> None:
+    """Hub weights for a pretrained timm backbone can be had (see `weights.check_hub_weights`)."""
+    if not model_cfg.get("pretrained") or model_cfg.get("pretrained_file"):
+        return
+    backbone = str(model_cfg.get("backbone"))
+    if backbone not in SCRATCH_BACKBONES:
+        from fer_lightning.models.weights import check_hub_weights
+
+        check_hub_weights(backbone)
