@@ -21,8 +21,9 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import fer_lightning  # noqa: F401  (registers the resolvers the configs use)
+from fer_lightning.checkpoints import CheckpointNotFoundError, read_checkpoint_meta
 from fer_lightning.checkpoints import check_class_names as check_expected_classes
-from fer_lightning.checkpoints import read_checkpoint_meta
+from fer_lightning.errors import UsageError
 from fer_lightning.inference.base import EmotionClassifier
 from fer_lightning.inference.classifier import load_classifier
 from fer_lightning.labels import EMOTIONS
@@ -88,22 +89,22 @@ def evaluate_splits(classifiers: Sequence[EmotionClassifier], data: dict[str, tu
 def checkpoint_paths(value: Any) -> list[Path]:
     """`ckpt_paths` as a list whether given as one path or a list; every file must exist, all named at once."""
     if value is None or value == "":
-        raise ValueError("ckpt_paths is empty: give one checkpoint (ckpt_paths=PATH) or a list (ckpt_paths=[A,B])")
+        raise UsageError("ckpt_paths is empty: give one checkpoint (ckpt_paths=PATH) or a list (ckpt_paths=[A,B])")
     items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
     if not items:
-        raise ValueError("ckpt_paths is an empty list: give at least one checkpoint")
+        raise UsageError("ckpt_paths is an empty list: give at least one checkpoint")
     paths = [Path(str(item)).expanduser() for item in items]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoint not found: {', '.join(missing)} (ckpt_paths)")
+        raise CheckpointNotFoundError(f"checkpoint not found: {', '.join(missing)} (ckpt_paths)")
     return paths
 
 
-def _check_splits(splits: Any) -> list[str]:
+def check_splits(splits: Any) -> list[str]:
     names = [splits] if isinstance(splits, str) else list(splits)
     unknown = [name for name in names if name not in EVAL_SPLITS]
     if unknown or not names:
-        raise ValueError(f"splits must be a non-empty list of {', '.join(EVAL_SPLITS)}; got {names}")
+        raise UsageError(f"splits must be a non-empty list of {', '.join(EVAL_SPLITS)}; got {names}")
     return list(dict.fromkeys(names))
 
 
@@ -113,7 +114,7 @@ def _device(requested: str | None) -> str:
     if not requested:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(requested).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={requested} but CUDA is not available here; use device=cpu")
+        raise UsageError(f"device={requested} but CUDA is not available here; use device=cpu")
     return str(requested)
 
 
@@ -198,9 +199,9 @@ def results_table(metrics: dict[str, Any], splits: Sequence[str], tta: str, offi
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_paths` (averaged if several) with `cfg.tta`; write metrics, probabilities and plots."""
     tta = check_mode(str(cfg.tta))
-    splits = _check_splits(cfg.get("splits", ["val", "test"]))
+    splits = check_splits(cfg.get("splits", ["val", "test"]))
     if OmegaConf.is_missing(cfg, "ckpt_paths"):
-        raise ValueError("ckpt_paths is required: ckpt_paths=PATH (one model) or ckpt_paths=[A,B] (an ensemble)")
+        raise UsageError("ckpt_paths is required: ckpt_paths=PATH (one model) or ckpt_paths=[A,B] (an ensemble)")
     paths = checkpoint_paths(cfg.ckpt_paths)  # before any loading: a typo fails in a second, naming the file
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

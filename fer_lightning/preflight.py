@@ -28,8 +28,15 @@ def check_train_inputs(cfg: DictConfig) -> None:
 
 
 def check_eval_inputs(cfg: DictConfig) -> None:
-    """Everything `evaluate(cfg)` needs from outside the config: the model files, then the data."""
-    from fer_lightning.evaluation import checkpoint_paths
+    """Everything `evaluate(cfg)` needs from outside the config: the model files, then the data.
+
+    The settings that need no file (TTA mode, splits) are checked first: a typo there is the cheaper fix.
+    """
+    from fer_lightning.evaluation import check_splits, checkpoint_paths
+    from fer_lightning.tta import check_mode
+
+    check_mode(str(cfg.get("tta", "none")))
+    check_splits(cfg.get("splits", ["val", "test"]))
 
     for path in checkpoint_paths(cfg.get("ckpt_paths")):
         if path.suffix.lower() != ".onnx":

@@ -22,7 +22,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fer_lightning.callbacks.timing import EpochTimer
-from fer_lightning.checkpoints import CheckpointMeta, check_checkpoint_matches, safe_checkpoint_globals
+from fer_lightning.checkpoints import (
+    CheckpointMeta,
+    check_checkpoint_matches,
+    resolve_resume_path,
+    safe_checkpoint_globals,
+)
 from fer_lightning.config import claim_run_dir, current_run_id
 from fer_lightning.models.module import FERClassifier
 from fer_lightning.plots import save_confusion_matrix
@@ -57,6 +62,11 @@ def _write_run_files(cfg: DictConfig, output_dir: Path) -> None:
 def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: LightningDataModule,
                    output_dir: Path) -> None:
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    truncation = _truncation_note(metrics, model.class_names)
+    if truncation:
+        log.warning("TRUNCATED EVALUATION, not a full-split result: %s (trainer.limit_val_batches / "
+                    "limit_test_batches / fast_dev_run). metrics.json: eval_faces, truncated; classes without a "
+                    "scored face are null.", truncation)
     matrix = model.confusion_matrices.get("test")
     if matrix is not None:
         (output_dir / "confusion_matrix.json").write_text(json.dumps(matrix.tolist()) + "\n")
@@ -66,26 +76,10 @@ def _write_results(metrics: dict[str, Any], model: FERClassifier, datamodule: Li
             official = getattr(datamodule, "val_source", "").startswith("official")
             split = f"{datamodule.name} test split" + (" (PrivateTest)" if official else "")
         title = f"{split}\naccuracy {metrics.get('test/acc', float('nan')):.4f}, checkpoint chosen on val"
+        faces = metrics.get("eval_faces", {}).get("test")
+        if "test" in metrics.get("truncated", []) and faces:
+            title += f"\nTRUNCATED: {faces['evaluated']} of {faces['total']} faces"
         save_confusion_matrix(matrix, model.class_names, title, output_dir / "confusion_matrix.png")
-
-
-def resolve_resume_path(ckpt_path: str | Path) -> Path:
-    """`ckpt_path` may name a checkpoint or a run directory; a directory resumes its newest checkpoint.
-
-    Newest by modification time between `last.ckpt` (end of an epoch: the resume is exact) and
-    `interrupted.ckpt` (written on Ctrl-C or an error, mid-epoch: resumes where it stopped, not bit-exact).
-    """
-    path = Path(ckpt_path).expanduser()
-    if not path.is_dir():
-        if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
-        return path
-    candidates = [c for c in (path / "checkpoints" / "last.ckpt", path / "checkpoints" / "interrupted.ckpt",
-                              path / "last.ckpt", path / "interrupted.ckpt") if c.is_file()]
-    if not candidates:
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} is a directory without checkpoints/last.ckpt or "
-                                "checkpoints/interrupted.ckpt; give the .ckpt file to resume from")
-    return max(candidates, key=lambda c: c.stat().st_mtime_ns)
 
 
 def _continue_wandb_run(cfg: DictConfig, checkpoint: CheckpointMeta) -> None:
@@ -147,7 +141,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
                 # each multirun job closes its own run, even when it fails or is interrupted (Lightning turns
                 # Ctrl-C into SystemExit(1) after its callbacks saved checkpoints/interrupted.ckpt)
+                run_dir = getattr(logger.experiment, "dir", None)
+                offline = bool(getattr(getattr(logger.experiment, "settings", None), "_offline", False))
                 logger.experiment.finish(exit_code=0 if finished else 1)
+                if offline and run_dir:  # W&B's own summary is off (quiet): this is the line to act on
+                    log.info("W&B run saved offline; upload it with: wandb sync %s", Path(run_dir).parent)
 
     return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule, "output_dir": output_dir}
 
@@ -193,6 +191,7 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,
     if best_score is not None:
         metrics["val/acc_best"] = _as_float(best_score)
     if not cfg.get("test", True):
+        _record_coverage(metrics, model, datamodule)  # the last validation during training: what selected
         return metrics
     ckpt_path = best_path or None
     if ckpt_path is None:
@@ -204,4 +203,42 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,
             metrics[key] = _as_float(value)
     if best_score is not None:  # the selection score over all epochs, not the re-validation's running max
         metrics["val/acc_best"] = _as_float(best_score)
+    _record_coverage(metrics, model, datamodule)
     return metrics
+
+
+def _record_coverage(metrics: dict[str, Any], model: FERClassifier, datamodule: LightningDataModule) -> None:
+    """Say in metrics.json how much of each split the numbers cover, so a cut-down evaluation is never mistaken for
+    a full one: `eval_faces` ({split: {evaluated, total}}), `truncated` (the splits scored on part of their faces)
+    and null for a class with no face in what was scored (its accuracy is undefined there, not 0).
+
+    Counted from the confusion matrices the metrics were computed with: after the DDP sync, so every rank's faces
+    count once, whatever `limit_*_batches` (per rank) or `fast_dev_run` cut.
+    """
+    from fer_lightning.metrics import class_key
+
+    totals = {split: sum(counts) for split, counts in getattr(datamodule, "class_counts", {}).items()}
+    coverage: dict[str, dict[str, int]] = {}
+    for split in ("val", "test"):
+        matrix = model.confusion_matrices.get(split)
+        if matrix is None or split not in totals:
+            continue  # never evaluated (test=false, or a stage that ran no batch)
+        support = matrix.sum(axis=1)
+        coverage[split] = {"evaluated": int(support.sum()), "total": int(totals[split])}
+        for name, faces in zip(model.class_names, support):
+            if faces == 0 and class_key(split, name) in metrics:
+                metrics[class_key(split, name)] = None
+    metrics["eval_faces"] = coverage
+    metrics["truncated"] = [split for split, faces in coverage.items() if faces["evaluated"] < faces["total"]]
+
+
+def _truncation_note(metrics: dict[str, Any], class_names: tuple[str, ...]) -> str:
+    """`val: 320 of 3589 faces; test: 320 of 3589 faces (no face of: sad)`, or "" for a full evaluation: the
+    console's last word on a cut-down run, where a reader looks for the result."""
+    notes = []
+    for split in metrics.get("truncated", []):
+        faces = metrics["eval_faces"][split]
+        unscored = [name for name in class_names if metrics.get(f"{split}/acc_{name}", 0.0) is None]
+        notes.append(f"{split}: {faces['evaluated']} of {faces['total']} faces"
+                     + (f" (no face of: {', '.join(unscored)})" if unscored else ""))
+    return "; ".join(notes)

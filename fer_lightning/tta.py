@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_lightning.errors import UsageError
 from fer_lightning.inference.base import EmotionClassifier
 from fer_lightning.preprocessing import FER_FACE_SIZE, Transform, prepare_face
 
@@ -25,7 +26,7 @@ VIEWS_PER_MODE: dict[str, int] = {"none": 1, "flip": 2, "tencrop": 10}
 def check_mode(mode: str) -> str:
     """Fail with the list of modes, so a typo on the command line says what would have worked."""
     if mode not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode '{mode}': choose one of {', '.join(TTA_MODES)}")
+        raise UsageError(f"unknown TTA mode '{mode}': choose one of {', '.join(TTA_MODES)}")
     return mode
 
 

@@ -261,7 +261,9 @@ def test_a_requeued_slurm_job_resumes_in_its_own_folder(tmp_path: Path) -> None:
 
     second = launch()  # the requeued job: same job id, same command
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}" in second.stderr
+    # Lightning's lines now go through Hydra's console handler (stdout), once
+    restored = f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}"
+    assert restored in second.stdout + second.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 14 and metrics["epochs"] == 2  # 7 batches x 2 epochs, counted across both
     assert [p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir()] == [run_dir.name]

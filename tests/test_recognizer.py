@@ -63,8 +63,8 @@ def _two_faces() -> np.ndarray:
 
 def test_preprocessing_parity_with_the_lightning_module(trained_run) -> None:
     """The recogniser and the trained LightningModule give the same probabilities for the same 48x48 faces."""
-    images, _ = trained_run.datamodule.splits["test"]
     loader = trained_run.datamodule.test_dataloader()  # exactly what Trainer.test fed the model
+    images = loader.dataset.images  # in the loader's (class-stratified) order
     batch, _ = next(iter(loader))
     model = trained_run.model.eval()
     with torch.no_grad():

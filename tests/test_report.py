@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,17 @@ import numpy as np
 import pytest
 
 from fer_lightning.labels import EMOTIONS
-from fer_lightning.reporting import collect_runs, confusion_figure, read_curves, summarize, write_report
+from fer_lightning.reporting import (
+    Run,
+    best_line,
+    collect_runs,
+    confusion_figure,
+    read_curves,
+    result_overrides,
+    run_kind,
+    summarize,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -243,3 +254,128 @@ def test_runs_without_csv_logs_say_why_there_are_no_curves(runs_dir: Path, tmp_p
     text = write_report(runs, failed, tmp_path / "out").read_text()
     assert not (tmp_path / "out" / "curves.png").exists() and "No curves: no run wrote csv/metrics.csv" in text
     assert (tmp_path / "out" / "accuracy.png").is_file()
+
+
+# --- A folder of unrelated runs (outputs/train/runs): grouped by data and configuration, debug/synthetic apart --
+
+REAL = "/data/fer2013.zip"
+
+
+def _write_run(root: Path, name: str, overrides: list[str], val_acc: float, test_acc: float, *,
+               source: str = REAL, trainer: dict | None = None, synthetic: bool = False,
+               truncated: dict[str, int] | None = None, unscored: tuple[str, ...] = ()) -> Path:
+    """A run folder as `python -m fer_lightning` leaves it: metrics.json, config.yaml and .hydra/overrides.yaml."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    settings = {"max_epochs": 30, "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
+                "fast_dev_run": False, "overfit_batches": 0.0, **(trainer or {})}
+    (run / "config.yaml").write_text(json.dumps({"trainer": settings, "data": {"root": source}}))  # JSON is YAML
+    total = 3589
+    faces = {split: {"evaluated": (truncated or {}).get(split, total), "total": total} for split in ("val", "test")}
+    seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), 42)
+    metrics = {
+        "experiment": "compact_cnn", "backbone": "compact_cnn", "pretrained": False, "finetune": "full", "seed": seed,
+        "dataset": "synthetic" if synthetic else "fer2013", "synthetic": synthetic, "source": source,
+        "params": 1_000_000, "epochs": 3, "train_time_s": 10.0, "train/images_per_s": 1000.0,
+        "val/acc": val_acc, "val/acc_best": val_acc, "val/f1_macro": val_acc - 0.05, "test/acc": test_acc,
+        "test/f1_macro": test_acc - 0.05, **{f"test/acc_{c}": v for c, v in per_class(test_acc).items()},
+        "eval_faces": faces, "truncated": [s for s in ("val", "test") if faces[s]["evaluated"] < total],
+    }
+    if truncated is None and trainer and "limit_test_batches" in trainer:  # written before eval_faces existed
+        del metrics["eval_faces"], metrics["truncated"]
+    metrics.update({f"test/acc_{c}": None for c in unscored})
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def write_mixed_runs(root: Path) -> Path:
+    """Two seeds of one real configuration (with neutral overrides that differ), a shorter budget, a one-batch
+    debug run, an old-format cut-down run, a synthetic demo and a run on another FER2013 file."""
+    base = ["+experiment=compact_cnn", f"data.root={REAL}"]
+    _write_run(root, "a_fer2013_compact_cnn", [*base, "seed=1"], 0.65, 0.66)
+    _write_run(root, "b_fer2013_compact_cnn", [*base, "seed=2", "trainer.accelerator=cpu", "data.num_workers=2",
+                                               "logger=csv", "hydra.run.dir=/tmp/x", "trainer=cpu"], 0.67, 0.68)
+    _write_run(root, "c_fer2013_compact_cnn", [*base, "seed=1", "trainer.max_epochs=1"], 0.40, 0.41,
+               trainer={"max_epochs": 1})
+    _write_run(root, "d_fer2013_compact_cnn", [*base, "+debug=fdr"], 0.90, 0.92, trainer={"fast_dev_run": True},
+               truncated={"val": 256, "test": 256}, unscored=("disgust", "sad"))
+    _write_run(root, "e_fer2013_compact_cnn", [*base, "trainer.limit_val_batches=5", "trainer.limit_test_batches=5"],
+               0.88, 0.89, trainer={"limit_val_batches": 5, "limit_test_batches": 5})
+    _write_run(root, "f_synthetic_compact_cnn", ["data=synthetic", "+experiment=compact_cnn"], 0.95, 0.93,
+               source="synthetic (seed 0, 3000/600/600 train/val/test faces)", synthetic=True)
+    _write_run(root, "g_fer2013_compact_cnn", ["+experiment=compact_cnn", "data.root=/data/fer2013_clean.csv"],
+               0.70, 0.69, source="/data/fer2013_clean.csv")
+    return root
+
+
+def test_unrelated_runs_are_grouped_by_data_and_configuration_never_averaged(tmp_path: Path) -> None:
+    rows = summarize(collect_runs(write_mixed_runs(tmp_path / "runs"))[0])
+    by_label = {row["label"]: row for row in rows}
+    assert [row["kind"] for row in rows] == ["result"] * 3 + ["debug"] * 2 + ["synthetic"]
+    real = by_label["compact_cnn @ fer2013.zip"]  # the two seeds, whatever device, workers or logger they used
+    assert (real["n"], sorted(real["seeds"])) == (2, [1, 2])
+    assert real["val/acc_mean"] == pytest.approx(0.66) and real["test/acc_mean"] == pytest.approx(0.67)
+    assert by_label["compact_cnn [trainer.max_epochs=1] @ fer2013.zip"]["n"] == 1
+    assert by_label["compact_cnn @ fer2013_clean.csv"]["val/acc_mean"] == pytest.approx(0.70)
+    assert by_label["compact_cnn [debug=fdr] @ fer2013.zip"]["notes"] == (
+        "debug: +debug=fdr, fast_dev_run; truncated val: 256 of 3589 faces, test: 256 of 3589 faces")
+    old = by_label["compact_cnn [trainer.limit_test_batches=5 trainer.limit_val_batches=5] @ fer2013.zip"]
+    assert old["kind"] == "debug" and "limit_test_batches=5" in old["notes"]
+    assert by_label["compact_cnn @ synthetic"]["notes"] == "SYNTHETIC"
+    assert all(row["n"] == 1 for row in rows if row is not real)
+
+
+def test_best_is_a_result_per_data_source_never_a_debug_or_synthetic_run(tmp_path: Path) -> None:
+    root = write_mixed_runs(tmp_path / "runs")
+    runs, failed = collect_runs(root)
+    lines = best_line(summarize(runs)).splitlines()  # debug (90 %) and synthetic (95 %) score higher
+    assert lines == [
+        f"Best on PublicTest ({REAL}): **compact_cnn @ fer2013.zip** (66.00 ± 1.41 %); its PrivateTest accuracy: "
+        "67.00 ± 1.41 % (n=2 seeds; chosen on PublicTest only).",
+        "Best on PublicTest (/data/fer2013_clean.csv): **compact_cnn @ fer2013_clean.csv** (70.00 ± 0.00 %); its "
+        "PrivateTest accuracy: 69.00 ± 0.00 % (n=1 seeds; chosen on PublicTest only)."]
+    text = write_report(runs, failed, tmp_path / "out").read_text()
+    results, rest = text.split("## Debug and cut-down runs: not results (2)")
+    assert f"## Results on {REAL}" in results and "## Results on /data/fer2013_clean.csv" in results
+    assert "Best on PublicTest: **compact_cnn** (66.00 ± 1.41 %)" in results
+    assert "| compact_cnn [trainer.max_epochs=1] | 1 | 40.00 ± 0.00 |" in results
+    assert text.count("Best on PublicTest") == 2 and "Best on PublicTest" not in rest
+    debug, synthetic = rest.split("## Synthetic runs: not FER2013 results (1)")
+    assert "| compact_cnn [debug=fdr] | 1 | 90.00 ± 0.00 |" in debug and "fast_dev_run" in debug
+    assert "| compact_cnn [debug=fdr] | 87.00 | n/a | 77.00 | 117.00 | n/a |" in debug  # no disgust, sad scored
+    assert "| compact_cnn | 1 | 95.00 ± 0.00 |" in synthetic and "SYNTHETIC" in text.splitlines()[2]
+
+
+def test_only_debug_and_synthetic_runs_name_no_best(tmp_path: Path) -> None:
+    root = write_mixed_runs(tmp_path / "runs")
+    for name in ("a", "b", "c", "g"):
+        shutil.rmtree(root / f"{name}_fer2013_compact_cnn")
+    runs, failed = collect_runs(root)
+    text = write_report(runs, failed, tmp_path / "out").read_text()
+    assert "Best on PublicTest" not in text and "No full FER2013 result among these runs" in text
+    assert "## Figures (debug or synthetic runs: not results)" in text
+
+
+def test_cli_on_a_runs_folder_marks_debug_and_synthetic_rows(tmp_path: Path) -> None:
+    result = _cli(str(write_mixed_runs(tmp_path / "runs")))
+    assert result.returncode == 0, result.stderr
+    table = {line.split(" | ")[0].lstrip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert table["compact_cnn @ fer2013.zip"].endswith("|  |")  # a full result: no note
+    assert "SYNTHETIC" in table["compact_cnn @ synthetic"]
+    assert "truncated val: 256 of 3589 faces, test: 256 of 3589 faces" in table["compact_cnn [debug=fdr] @ fer2013.zip"]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["seed=3", "logger=wandb", "hydra.launcher.n_jobs=2", "paths.log_dir=/x", "trainer.devices=2", "data=fer2013",
+      "data.root=a.zip", "data.num_workers=4", "callbacks.progress_bar=null", "trainer=ddp_cpu", "+launcher=slurm"],
+     []),
+    (["+experiment=vgg", "++model.optimizer.lr=0.01", "trainer.max_epochs=3", "~callbacks.early_stopping",
+      "data.batch_size=32", "trainer.limit_train_batches=150"],
+     ["data.batch_size=32", "experiment=vgg", "model.optimizer.lr=0.01", "trainer.limit_train_batches=150",
+      "trainer.max_epochs=3", "~callbacks.early_stopping"]),
+])
+def test_only_overrides_that_change_results_split_groups(overrides: list[str], expected: list[str]) -> None:
+    run = Run(dir=Path("x"), metrics={}, curves={}, overrides=overrides)
+    assert result_overrides(run) == expected
+    assert run_kind(run) == "result"  # a training budget (limit_train_batches) is a configuration, not a debug run

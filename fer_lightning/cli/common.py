@@ -77,7 +77,7 @@ LIGHTNING_NOISE = (
     "Seed set to", "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "Trainer already configured with",
     "was configured so 100% of the batches",
     "The following callbacks returned in `LightningModule.configure_callbacks`",
-    "Restoring states from the checkpoint path at", "Loaded model weights from the checkpoint at",
+    "Loaded model weights from the checkpoint at",
 )
 WARNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)",  # torch's pytree API inside Lightning: nothing a user can act on

@@ -98,6 +98,24 @@ def stratified_val_split(labels: np.ndarray, fraction: float, seed: int) -> np.n
     return mask
 
 
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Evaluation order of a split: every prefix holds the split's classes in (nearly) their proportions.
+
+    Sources list faces class by class (FER2013's folders, PrivateTest included), so `trainer.limit_val_batches`
+    or `limit_test_batches` would otherwise score a few classes only. Each class's faces, shuffled from the seed,
+    are spread evenly over [0, 1) (the k-th of n at (k + 0.5) / n) and all faces are merged by that position,
+    a proportional round-robin: any prefix holds within about one face of its share of every class. Metrics over
+    the whole split do not depend on the order (the mean loss only in float rounding).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    positions = np.empty(len(labels), dtype=np.float64)
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        positions[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.lexsort((labels, positions))  # by position, ties (equal class sizes) in class order
+
+
 class FERDataModule(LightningDataModule):
     """Shared machinery; subclasses implement `load_arrays` (and may override `prepare_data`)."""
 
@@ -138,6 +156,7 @@ class FERDataModule(LightningDataModule):
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.val_source: str = ""
         self._arrays: FERArrays | None = None  # held only between prepare_data and setup
+        self._eval_orders: dict[str, np.ndarray] = {}  # split -> stratified_order, computed once per split
         self.read_problems = ReadProblems()  # what the reader skipped or altered; set by `setup`, in `describe`
 
     def load_arrays(self) -> FERArrays:
@@ -219,8 +238,22 @@ class FERDataModule(LightningDataModule):
             sampler = WeightedRandomSampler(per_class[dataset.labels], num_samples=len(dataset), replacement=True)
         return self._loader(dataset, train=True, sampler=sampler)
 
+    def eval_order(self, split: str) -> np.ndarray:
+        """Indices into `splits[split]` in the order the val/test loaders yield them (see `stratified_order`): what
+        maps a face's position in an evaluation batch back to the split, whose source order nothing else changes."""
+        if split not in self._eval_orders:
+            if not self.splits:
+                raise RuntimeError("call setup() before asking for data loaders")
+            self._eval_orders[split] = stratified_order(self.splits[split][1], self.split_seed)
+        return self._eval_orders[split]
+
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = self._dataset(split, self.eval_transform)
+        order = self.eval_order(split)
+        images, labels = self.splits[split]
+        # The dataset itself is reordered, before any sharding: under DDP every rank takes every world_size-th
+        # face of the stratified order, so each rank's first batches (what `limit_*_batches` counts, per rank)
+        # mix the classes too. `splits` keeps the source order for everything else.
+        dataset = FERDataset(images[order], labels[order], self.eval_transform)
         # Under DDP, Lightning's DistributedSampler pads the split with repeated images so every process gets
         # as many; that would count some PublicTest/PrivateTest faces twice. Each face is seen exactly once here,
         # so synced metrics equal a single process's.
@@ -243,7 +276,13 @@ class FERDataModule(LightningDataModule):
             "class_counts": self.class_counts,
             "data_problems": self.read_problems.summary(),  # all zero unless data.bad_images/color/wrong_size acted
             "num_workers": self.num_workers,  # resolved: `auto` is recorded as the number it chose on this machine
+            "source": self.source_description(),  # what the report groups runs by: never averages across data
+            "eval_order": f"class-stratified, seed {self.split_seed}",  # so a cut-down evaluation still mixes classes
         }
+
+    def source_description(self) -> str:
+        """Which data, precisely enough that runs on different data never share a report row."""
+        return self.name
 
 
 class FER2013DataModule(FERDataModule):
@@ -270,13 +309,20 @@ class FER2013DataModule(FERDataModule):
         self.cache_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) if cache else None
         # Validated here, before any data is touched: a typo in data.bad_images fails at start-up.
         self.read_policy = ReadPolicy(bad_images=bad_images, wrong_size=wrong_size, color=color)
+        self.resolved_source: Path | None = None  # set by `load_arrays`: the file or folder actually read
 
     def source(self) -> Path:
         root = download_fer2013() if self.download and not Path(self.root).expanduser().exists() else self.root
         return resolve_source(root)
 
     def load_arrays(self) -> FERArrays:
-        return load_fer2013(self.source(), self.cache_dir, self.read_policy, cache=self.cache_dir is not None)
+        source = self.source()
+        self.resolved_source = source.resolve()
+        return load_fer2013(source, self.cache_dir, self.read_policy, cache=self.cache_dir is not None)
+
+    def source_description(self) -> str:
+        # The absolute path of the file or folder read: two copies of FER2013 (or a cleaned one) stay apart
+        return str(self.resolved_source or Path(self.root).expanduser())
 
 
 class SyntheticFERDataModule(FERDataModule):
@@ -303,6 +349,10 @@ class SyntheticFERDataModule(FERDataModule):
         super().__init__(train_transform, eval_transform, **kwargs)
         self.sizes = {TRAIN: num_train, VAL: num_val, TEST: num_test}
         self.seed = seed
+
+    def source_description(self) -> str:
+        return (f"synthetic (seed {self.seed}, {self.sizes[TRAIN]}/{self.sizes[VAL]}/{self.sizes[TEST]} "
+                "train/val/test faces)")
 
     def load_arrays(self) -> FERArrays:
         images, labels, splits = [], [], []
