@@ -20,8 +20,8 @@ class FER2013NotFoundError(FERLightningError, FileNotFoundError):
 
 
 GET_FER2013_HINT = (
-    "Fix: data.root=path/to/fer2013.zip (the Kaggle archive, its unzipped folder, or fer2013.csv), "
-    "export FER2013_ROOT=that path once, or add data.download=true (needs internet); README: Getting FER2013"
+    f"Fix: data.root=path/to/fer2013.zip (the archive from {KAGGLE_URL}, its unzipped folder, or fer2013.csv), "
+    "export FER2013_ROOT=that path once, or add data.download=true (kagglehub fetches it; needs internet)"
 )
 
 
