@@ -73,7 +73,7 @@ def run_checked(hydra_app: Callable[[], Any], config_name: str, argv: Sequence[s
     try:
         rewritten = check_argv(config_name, given)
     except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # as every command writes a user error
         sys.exit(2)
     except Exception as err:  # a flaw in the checks must never block a command Hydra would run
         print(f"Warning: skipped the config checks ({type(err).__name__}: {err}); set {SKIP_ENV}=1 to silence "

@@ -66,7 +66,7 @@ def test_cli_unknown_experiment_suggests_the_closest_and_starts_no_run(tmp_path:
     run_dir = tmp_path / "run"
     result = _train_cli(["+experiment=resnt", f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode == 2
-    assert ("Error: Unknown experiment 'resnt'. Did you mean 'resnet'? Available: compact_cnn, cpu_budget, "
+    assert ("error: Unknown experiment 'resnt'. Did you mean 'resnet'? Available: compact_cnn, cpu_budget, "
             in result.stderr)
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
@@ -75,7 +75,7 @@ def test_cli_unknown_experiment_suggests_the_closest_and_starts_no_run(tmp_path:
 def test_cli_unknown_model_option_suggests_the_closest(tmp_path: Path) -> None:
     result = _train_cli(["model=scrach_cnn", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode == 2
-    assert "Error: Unknown model 'scrach_cnn'. Did you mean 'scratch_cnn'? Available: compact_cnn, " in result.stderr
+    assert "error: Unknown model 'scrach_cnn'. Did you mean 'scratch_cnn'? Available: compact_cnn, " in result.stderr
     assert "conf/model/" in result.stderr and not (tmp_path / "run").exists()
 
 
@@ -100,7 +100,7 @@ def test_every_config_group_suggests_its_closest_option(override: str, group: st
 def test_a_sweep_is_checked_option_by_option(tmp_path: Path) -> None:
     result = _train_cli(["--multirun", "+experiment=resnet,resnt", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
     assert result.returncode == 2
-    assert "Error: Unknown experiment 'resnt'. Did you mean 'resnet'?" in result.stderr
+    assert "error: Unknown experiment 'resnt'. Did you mean 'resnet'?" in result.stderr
     assert not (tmp_path / "logs").exists()
 
 
@@ -115,7 +115,7 @@ def test_a_mistyped_group_added_as_a_key_is_caught() -> None:
 def test_cli_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
     result = _train_cli(["trainer.max_epoch=3", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode == 2
-    assert ("Error: Unknown config key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'? To add a new key on "
+    assert ("error: Unknown config key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'? To add a new key on "
             "purpose, write +trainer.max_epoch=3." in result.stderr)
     assert not (tmp_path / "run").exists()
 
@@ -206,7 +206,7 @@ def test_cli_hydra_flags_still_work(tmp_path: Path) -> None:
 def test_evaluate_cli_checks_its_own_config(tmp_path: Path) -> None:
     result = _cli("fer_lightning.evaluate", ["ckpt_path=model.ckpt", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode == 2
-    assert "Error: Unknown config key 'ckpt_path'. Did you mean 'ckpt_paths'?" in result.stderr
+    assert "error: Unknown config key 'ckpt_path'. Did you mean 'ckpt_paths'?" in result.stderr
     assert not (tmp_path / "run").exists()
     assert _config_error("eval", ["tta_crop=40"]).startswith("Unknown config key 'tta_crop'. Did you mean "
                                                              "'tta_crop_size'?")
@@ -217,7 +217,7 @@ def test_run_checked_exits_2_on_a_typo_and_never_blocks_on_its_own_flaws(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         run_checked(lambda: pytest.fail("the app must not start"), "train", ["sed=1"])
-    assert exited.value.code == 2 and capsys.readouterr().err.startswith("Error: Unknown config key 'sed'.")
+    assert exited.value.code == 2 and capsys.readouterr().err.startswith("error: Unknown config key 'sed'.")
 
     def broken_check(config_name: str, argv: list[str]) -> None:
         raise RuntimeError("a bug in the checks")
@@ -302,7 +302,7 @@ def test_cli_composes_trainer_arguments_and_experiments_without_a_plus(tmp_path:
 def test_cli_mistyped_trainer_argument_fails_in_one_line(tmp_path: Path) -> None:
     result = _train_cli(["trainer.gradient_clip_vall=1.0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.startswith("Error: Unknown config key 'trainer.gradient_clip_vall'. Did you mean "
+    assert result.stderr.startswith("error: Unknown config key 'trainer.gradient_clip_vall'. Did you mean "
                                     "'trainer.gradient_clip_val'?")
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
