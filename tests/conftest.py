@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +167,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_run: TrainedRun) -> Path:
     return trained_run.checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _own_wandb_service_per_test() -> Iterator[None]:
+    """An in-process W&B run leaves `WANDB_SERVICE` in os.environ; subprocesses of later tests (killed and resumed
+    runs) would then share this process's W&B service and collide on run ids. Each test ends with its own torn down."""
+    yield
+    if "wandb" in sys.modules and os.environ.get("WANDB_SERVICE"):
+        import wandb
+
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
