@@ -153,3 +153,20 @@ def _compose_quietly(config_name: str, overrides: list[str]) -> DictConfig | Non
         return compose_config(config_name, overrides, tempfile.gettempdir())
     except Exception:  # noqa: BLE001 - Hydra reports an uncomposable command line itself, with its own message
         return None
+
+
+def run_job(job: Callable[[DictConfig], Result], cfg: DictConfig, log: logging.Logger) -> Result:
+    """The body of a Hydra app: a quiet console, then `job(cfg)`; how it fails depends on who can fix it.
+
+    A user error of a single run ends it with one line and exit status 2; anything else (and every failure of a
+    sweep job) also goes into the job's own log, since Hydra prints it only to stderr.
+    """
+    quiet_console(bool(cfg.get("verbose", False)))
+    try:
+        return job(cfg)
+    except USER_ERRORS as err:
+        end_job_on_user_error(err, log)
+        raise
+    except Exception:
+        log.exception("Job failed")
+        raise

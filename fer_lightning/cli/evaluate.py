@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 import fer_lightning  # noqa: F401  (registers resolvers before Hydra composes the config)
-from fer_lightning.cli.common import USER_ERRORS, end_job_on_user_error, preflight_then, quiet_console
+from fer_lightning.cli.common import preflight_then, run_job
 from fer_lightning.cli_checks import run_checked
 from fer_lightning.config import CONF_DIR
 from fer_lightning.evaluation import evaluate
@@ -20,16 +20,7 @@ log = logging.getLogger("fer_lightning.evaluate")
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def evaluate_app(cfg: DictConfig) -> float | None:
-    quiet_console(bool(cfg.get("verbose", False)))
-    try:
-        metrics = evaluate(cfg)
-    except USER_ERRORS as err:
-        end_job_on_user_error(err, log)  # one line and exit 2 for a single run
-        raise
-    except Exception:
-        # Into the job's own log too (Hydra prints it only to stderr), so a failed sweep job says why.
-        log.exception("Evaluation failed")
-        raise
+    metrics = run_job(evaluate, cfg, log)
     return metrics.get("val/acc")  # what a sweep over tta / ensembles would maximise: never the test split
 
 

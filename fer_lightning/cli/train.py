@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 import fer_lightning  # noqa: F401  (registers resolvers before Hydra composes the config)
-from fer_lightning.cli.common import USER_ERRORS, end_job_on_user_error, preflight_then, quiet_console
+from fer_lightning.cli.common import preflight_then, run_job
 from fer_lightning.cli_checks import run_checked
 from fer_lightning.config import CONF_DIR
 from fer_lightning.preflight import check_train_inputs
@@ -19,17 +19,7 @@ def train_app(cfg: DictConfig) -> float | None:
     # Imported here: torch and Lightning take seconds to load, which `--cfg job`, `--help` and typos should not.
     from fer_lightning.train import train
 
-    log = logging.getLogger("fer_lightning")
-    quiet_console(bool(cfg.get("verbose", False)))
-    try:
-        metrics, _ = train(cfg)
-    except USER_ERRORS as err:
-        end_job_on_user_error(err, log)  # one line and exit 2 for a single run
-        raise
-    except Exception:
-        # Into the job's own log too (Hydra prints it only to stderr), so a failed sweep job says why.
-        log.exception("Job failed")
-        raise
+    metrics, _ = run_job(train, cfg, logging.getLogger("fer_lightning"))
     objective = cfg.get("optimized_metric")
     return metrics.get(objective) if objective else None  # what Hydra sweepers (e.g. Optuna) maximise
 
