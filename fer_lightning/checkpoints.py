@@ -313,9 +313,18 @@ def _run_overrides(ckpt_path: Path) -> list[str]:
 
 
 def experiments_for_backbone(backbone: str) -> list[str]:
-    """Experiments (conf/experiment/*.yaml) whose model is `backbone`, read from the YAML files (no compose)."""
+    """Experiments (conf/experiment/*.yaml) whose model is `backbone`, read from the YAML files (no compose).
+
+    Only those that run as they are: one naming distillation teachers (experiment=distill) needs files of the
+    user's on the command line, so it is no remedy to suggest.
+    """
     names = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
-    return [name for name in names if _experiment_backbone(name, depth=0) == backbone]
+    return [name for name in names if _experiment_backbone(name, depth=0) == backbone and not _sets_teachers(name)]
+
+
+def _sets_teachers(name: str) -> bool:
+    distill = OmegaConf.select(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"), "model.distill")
+    return isinstance(distill, DictConfig) and "teachers" in distill
 
 
 def _experiment_backbone(name: str, depth: int) -> str | None:

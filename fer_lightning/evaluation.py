@@ -23,16 +23,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 import fer_lightning  # noqa: F401  (registers the resolvers the configs use)
 from fer_lightning.checkpoints import CheckpointNotFoundError, read_checkpoint_meta
 from fer_lightning.checkpoints import check_class_names as check_expected_classes
+from fer_lightning.data.folder_faces import instantiate_extra_tests
 from fer_lightning.errors import UsageError
 from fer_lightning.inference.base import EmotionClassifier
 from fer_lightning.inference.classifier import load_classifier
 from fer_lightning.labels import EMOTIONS
-from fer_lightning.metrics import confusion_matrix, split_metrics
+from fer_lightning.metrics import confusion_matrix, present_class_metrics, split_metrics
 from fer_lightning.plots import save_confusion_matrix
 from fer_lightning.tta import check_class_names, check_mode, default_crop_size, ensemble_proba, predict_proba_tta
 
 if TYPE_CHECKING:
     from fer_lightning.data.datamodule import FERDataModule
+    from fer_lightning.data.folder_faces import LabelledFaces
 
 log = logging.getLogger("fer_lightning.evaluate")  # not "__main__" under python -m
 
@@ -58,7 +60,8 @@ def evaluate_splits(classifiers: Sequence[EmotionClassifier], data: dict[str, tu
 
     The file-free core of :func:`evaluate`, for data that is no file (synthetic faces, a notebook's subset).
     Metrics: `<split>/*` for the ensemble with `tta`, `no_tta/<split>/*` without (when `tta` is not none), and
-    the same per member under `per_model`. Returns (metrics, {split: probabilities}).
+    the same per member under `per_model`. Returns (metrics, {split: probabilities}). An extra test set's key is
+    `test/<name>` (see `extra_test_key`); it is scored over the classes it has (`present_class_metrics`).
     """
     check_mode(tta)
     sources = list(sources) if sources is not None else [f"model {i}" for i in range(len(classifiers))]
@@ -73,15 +76,47 @@ def evaluate_splits(classifiers: Sequence[EmotionClassifier], data: dict[str, tu
         for mode in modes:
             prefix = split if mode == tta else NO_TTA + split
             probs = []
+            score = split_metrics if split in EVAL_SPLITS else present_class_metrics
             for i, (classifier, crop) in enumerate(zip(classifiers, crop_sizes)):
                 probs.append(predict_proba_tta(classifier, faces, mode, crop_size=crop, batch_size=batch_size))
-                per_model[i].update(split_metrics(probs[-1], labels, names, prefix))
+                per_model[i].update(score(probs[-1], labels, names, prefix))
             combined = ensemble_proba(probs, class_names, sources)
-            metrics.update(split_metrics(combined, labels, names, prefix))
+            metrics.update(score(combined, labels, names, prefix))
             if mode == tta:
                 final_probs[split] = combined
     metrics["per_model"] = per_model
     return metrics, final_probs
+
+
+def extra_test_key(name: str) -> str:
+    """`test/ckplus`: an extra test set's metric prefix (`test/ckplus/acc`), a kind of test split, reported only."""
+    return f"test/{name}"
+
+
+def score_extra_tests(classifiers: Sequence[EmotionClassifier], test_sets: Sequence[LabelledFaces],
+                      tta: str = "none", crop_sizes: Sequence[int | None] | None = None, batch_size: int = 512,
+                      sources: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """`evaluate_splits` on extra test sets, plus what each covers (`extra_test` in metrics.json): the one
+    scoring path for training's final test and for `python -m fer_lightning.evaluate extra_test=...`."""
+    data = {extra_test_key(faces.name): (faces.images, faces.labels) for faces in test_sets}
+    metrics, probs = evaluate_splits(classifiers, data, tta, crop_sizes, batch_size, sources)
+    metrics["extra_test"] = {faces.name: faces.describe() for faces in test_sets}
+    return metrics, probs
+
+
+def save_extra_test_figures(metrics: dict[str, Any], probs: dict[str, np.ndarray], test_sets: Sequence[LabelledFaces],
+                            class_names: Sequence[str], output_dir: Path, what: str) -> None:
+    """`confusion_matrix_<name>.png` (rows: the set's classes) and `.json` (all classes) per extra test set."""
+    for faces in test_sets:
+        key = extra_test_key(faces.name)
+        matrix = confusion_matrix(probs[key], faces.labels, len(class_names))
+        (output_dir / f"confusion_matrix_{faces.name}.json").write_text(json.dumps(matrix.tolist()) + "\n")
+        rows = [class_names.index(name) for name in faces.classes]
+        title = (f"{faces.name} ({len(faces.labels)} faces, cross-dataset, reported only), {what}\n"
+                 f"accuracy {metrics[f'{key}/acc']:.4f}, macro-F1 over its {len(rows)} classes "
+                 f"{metrics[f'{key}/f1_macro']:.4f}")
+        save_confusion_matrix(matrix[rows], class_names, title, output_dir / f"confusion_matrix_{faces.name}.png",
+                              row_names=[class_names[i] for i in rows])
 
 
 # --- Inputs ---------------------------------------------------------------------------------------------------
@@ -164,6 +199,8 @@ def _split_name(split: str, official: bool) -> str:
 
 
 def _split_title(split: str, official: bool) -> str:
+    if split.startswith("test/"):
+        return f"{split.removeprefix('test/')} (extra test set, reported only)"
     role = {"val": "selects", "test": "reported only"}.get(split)
     name = _split_name(split, official)
     return f"{name} ({split}, {role})" if name != split and role else (f"{split} ({role})" if role else split)
@@ -227,18 +264,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     metrics, probs = evaluate_splits(classifiers, data, tta, crop_sizes if tta == "tencrop" else None,
                                      int(cfg.get("batch_size", 512)), sources)
+    test_sets = [test_set.load() for test_set in instantiate_extra_tests(cfg.get("extra_test"))]
+    if test_sets:
+        extra_metrics, extra_probs = score_extra_tests(classifiers, test_sets, tta,
+                                                       crop_sizes if tta == "tencrop" else None,
+                                                       int(cfg.get("batch_size", 512)), sources)
+        for member, extra_member in zip(metrics["per_model"], extra_metrics.pop("per_model")):
+            member.update({k: v for k, v in extra_member.items() if k != "ckpt_path"})
+        metrics.update(extra_metrics)
+        probs.update(extra_probs)
+        data.update({extra_test_key(faces.name): (faces.images, faces.labels) for faces in test_sets})
     metrics.update({
         "tta": tta,
         "tta_crop_sizes": crop_sizes if tta == "tencrop" else None,
         "ckpt_paths": sources,
         "num_models": len(paths),
-        "num_faces": {split: int(len(labels)) for split, (_, labels) in data.items()},
+        "num_faces": {split: int(len(labels)) for split, (_, labels) in data.items()},  # extra sets added below
         "data": str(cfg.data.root) if "root" in cfg.data else datamodule.name,
         "val_split": val_source,
         "class_names": list(class_names),
         "device": device,
         "output_dir": str(output_dir.resolve()),
     })
+    for faces in test_sets:
+        metrics["num_faces"][extra_test_key(faces.name)] = int(len(faces.labels))
     if len(paths) == 1:
         del metrics["per_model"]  # the model's numbers are the top-level ones
     for prefix in ([""] if tta == "none" else ["", NO_TTA]):
@@ -246,8 +295,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             metrics[f"{prefix}public_private_gap"] = metrics[f"{prefix}val/acc"] - metrics[f"{prefix}test/acc"]
 
     for split, (_, labels) in data.items():
-        np.save(output_dir / f"probs_{split}.npy", probs[split])
-        np.save(output_dir / f"labels_{split}.npy", np.asarray(labels, dtype=np.int64))
+        stem = split.replace("/", "_")  # test/ckplus -> probs_test_ckplus.npy
+        np.save(output_dir / f"probs_{stem}.npy", probs[split])
+        np.save(output_dir / f"labels_{stem}.npy", np.asarray(labels, dtype=np.int64))
     if "test" in data:
         matrix = confusion_matrix(probs["test"], data["test"][1], len(class_names))
         (output_dir / "confusion_matrix.json").write_text(json.dumps(matrix.tolist()) + "\n")
@@ -256,9 +306,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         title = (f"{_split_name('test', official)}, {kind}, TTA {tta}: accuracy {metrics['test/acc']:.4f}"
                  + ("" if len(paths) > 3 else f"\n{models}"))
         save_confusion_matrix(matrix, class_names, title, output_dir / "confusion_matrix.png")
+    if test_sets:
+        kind = f"ensemble of {len(paths)} models" if len(paths) > 1 else "1 model"
+        save_extra_test_figures(metrics, probs, test_sets, list(class_names), output_dir, f"{kind}, TTA {tta}")
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
-    print(results_table(metrics, splits, tta, official), flush=True)
+    shown = [*splits, *(extra_test_key(faces.name) for faces in test_sets)]
+    print(results_table(metrics, shown, tta, official), flush=True)
     log.info("Results: %s (metrics.json, probs_*.npy in %s)",
-             ", ".join(f"{s}/acc={metrics[f'{s}/acc']:.4f}" for s in splits), output_dir)
+             ", ".join(f"{s}/acc={metrics[f'{s}/acc']:.4f}" for s in shown), output_dir)
     return metrics

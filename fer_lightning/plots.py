@@ -13,17 +13,19 @@ from matplotlib.image import AxesImage
 
 
 def draw_confusion_matrix(ax: Axes, matrix: np.ndarray, class_names: Sequence[str], show_counts: bool = True,
-                          fontsize: float = 7) -> AxesImage:
+                          fontsize: float = 7, row_names: Sequence[str] | None = None) -> AxesImage:
     """Row-normalised confusion matrix (recall per true class) on `ax`, readable for imbalanced data.
 
     Rows are true classes, columns predictions; cells show the recall fraction and, optionally, raw counts.
+    `row_names` (default `class_names`) labels the rows when only some true classes are shown: a set without
+    neutral faces (CK+) gets no empty neutral row, while its faces read as neutral still show in that column.
     """
+    row_names = class_names if row_names is None else row_names
     counts = np.asarray(matrix, dtype=np.int64)
     recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = ax.imshow(recall, cmap="Blues", vmin=0.0, vmax=1.0)
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, class_names)
+    ax.set_xticks(np.arange(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(np.arange(len(row_names)), row_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i, j in np.ndindex(recall.shape):
@@ -33,19 +35,22 @@ def draw_confusion_matrix(ax: Axes, matrix: np.ndarray, class_names: Sequence[st
     return image
 
 
-def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str,
+                            row_names: Sequence[str] | None = None) -> Figure:
     # Figure + Agg canvas, not pyplot: works headless and never changes a notebook's backend or leaks figures.
-    fig = Figure(figsize=(7, 6), dpi=110)
+    rows = len(class_names if row_names is None else row_names)
+    fig = Figure(figsize=(7, 1.6 + 0.63 * rows), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    image = draw_confusion_matrix(ax, matrix, class_names)
+    image = draw_confusion_matrix(ax, matrix, class_names, row_names=row_names)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def save_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
-    fig = confusion_matrix_figure(matrix, class_names, title)
+def save_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path,
+                          row_names: Sequence[str] | None = None) -> Path:
+    fig = confusion_matrix_figure(matrix, class_names, title, row_names)
     fig.savefig(path)
     return Path(path)

@@ -18,13 +18,16 @@ SCRATCH_BACKBONES = ("scratch_cnn", "compact_cnn", "vgg_fer")  # built here, no 
 
 
 def check_train_inputs(cfg: DictConfig) -> None:
-    """Everything `train(cfg)` needs from outside the config: checkpoint, pretrained weights, data."""
+    """Everything `train(cfg)` needs from outside the config: checkpoint, pretrained weights, teachers, data."""
     if cfg.get("ckpt_path"):
         from fer_lightning.checkpoints import check_checkpoint_matches, resolve_resume_path
 
         check_checkpoint_matches(resolve_resume_path(cfg.ckpt_path), cfg.model)
     check_pretrained_weights(cfg.model)
+    if cfg.get("train", True):
+        check_distill_teachers(cfg.model)
     check_data(cfg.data)
+    check_extra_tests(cfg.get("extra_test"))
 
 
 def check_eval_inputs(cfg: DictConfig) -> None:
@@ -44,6 +47,7 @@ def check_eval_inputs(cfg: DictConfig) -> None:
 
             read_checkpoint_meta(path)
     check_data(cfg.data)
+    check_extra_tests(cfg.get("extra_test"))
 
 
 def check_data(data_cfg: DictConfig) -> None:
@@ -63,6 +67,15 @@ def check_data(data_cfg: DictConfig) -> None:
         datamodule.load_arrays()  # unusable files are all named here; the arrays go to the cache, then away
 
 
+def check_extra_tests(node: DictConfig | None) -> None:
+    """Every extra test set (`extra_test=ckplus`) reads, before training: a missing folder or an unmapped class
+    folder would otherwise stop the run after its last epoch, when only the final scoring reads them."""
+    from fer_lightning.data.folder_faces import instantiate_extra_tests
+
+    for test_set in instantiate_extra_tests(node):
+        test_set.load()
+
+
 def check_pretrained_weights(model_cfg: DictConfig) -> None:
     """Hub weights for a pretrained timm backbone can be had (see `weights.check_hub_weights`)."""
     if not model_cfg.get("pretrained") or model_cfg.get("pretrained_file"):
@@ -72,3 +85,27 @@ def check_pretrained_weights(model_cfg: DictConfig) -> None:
         from fer_lightning.models.weights import check_hub_weights
 
         check_hub_weights(backbone)
+
+
+def check_distill_teachers(model_cfg: DictConfig) -> None:
+    """`model.distill` is valid and every teacher checkpoint loads and predicts the student's classes.
+
+    The teachers are otherwise loaded when fitting starts, after the run folder and W&B run exist. Every missing
+    file is named in one error; the teachers are then loaded as the run will load them (`load_teacher_models`).
+    """
+    node = model_cfg.get("distill")
+    if node is None:
+        return
+    from omegaconf import OmegaConf
+
+    from fer_lightning.labels import EMOTIONS
+    from fer_lightning.models.distill import DistillSettings, load_teacher_models
+    from fer_lightning.models.module import settings
+
+    values = {key: None if OmegaConf.is_missing(node, key) else node[key] for key in node}
+    values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
+    distill = settings(DistillSettings, values, "distill")
+    if not distill.enabled:
+        return
+    names = OmegaConf.select(model_cfg, "class_names", default=None)
+    load_teacher_models(distill.teachers, tuple(names) if names is not None else EMOTIONS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,8 @@ NEUTRAL_OVERRIDES = frozenset({
     "callbacks.progress_bar", "callbacks.model_summary", "callbacks.lr_monitor", "callbacks.epoch_timer",
     "callbacks.wandb_confusion_matrix",
 })
-NEUTRAL_PREFIXES = ("hydra", "paths", "logger", "launcher")  # whole groups: `logger=csv`, `hydra.launcher.n_jobs=2`
+# whole groups: `logger=csv`, `hydra.launcher.n_jobs=2`; `extra_test` only adds columns (never selects or trains)
+NEUTRAL_PREFIXES = ("hydra", "paths", "logger", "launcher", "extra_test")
 # Named in the row label already (the experiment), so not repeated among its overrides.
 EXPERIMENT_KEYS = ("experiment", "experiment_name")
 # Settings that make a run a quick check: it scored part of a split, or memorised a few batches.
@@ -277,6 +279,15 @@ def _val_order(row: dict[str, Any]) -> float:
     return -row["val/acc_mean"] if math.isfinite(row["val/acc_mean"]) else math.inf
 
 
+_EXTRA_TEST_ACC = re.compile(r"^test/(?P<name>[a-z][a-z0-9_]*)/acc$")
+
+
+def extra_test_names(runs: list[Run]) -> list[str]:
+    """Extra test sets (`extra_test=ckplus`) any run was scored on, in first-seen order: each gets report columns."""
+    names = (match["name"] for run in runs for key in run.metrics if (match := _EXTRA_TEST_ACC.match(key)))
+    return list(dict.fromkeys(names))
+
+
 def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per group (`group_key`): mean/std over seeds of the scores, mean costs. Results come first, then
     debug and synthetic rows; within each, data source by data source, best PublicTest mean first.
@@ -285,13 +296,16 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     group, kind, source, overrides, debug (reasons), truncated, notes, n, seeds, dataset, synthetic, backbone,
     finetune, pretrained, `<score>_mean`/`<score>_std` for val/acc, test/acc, val/f1_macro, test/f1_macro, the cost
     means (params, train_time_s, epochs, train/images_per_s), `val_test_gap` (mean of val/acc - test/acc) and
-    `test/acc_<class>` means (NaN where no run scored a face of that class).
+    `test/acc_<class>` means (NaN where no run scored a face of that class), and for each extra test set
+    `test/<name>/acc` and `test/<name>/f1_macro` as `_mean`/`_std` (NaN for a row whose runs were not scored on it).
     """
     rows = []
+    extra_scores = [metric_key(f"test/{name}", score) for name in extra_test_names(runs) for score in ("acc",
+                                                                                                       "f1_macro")]
     for group_id, group in group_runs(runs).items():
         first = group[0]
         values = {key: [_number(r.metrics.get(key)) for r in group]
-                  for key in (*SCORES, *COSTS, *(class_key("test", c) for c in EMOTIONS))}
+                  for key in (*SCORES, *extra_scores, *COSTS, *(class_key("test", c) for c in EMOTIONS))}
         debug = list(dict.fromkeys(reason for run in group for reason in debug_reasons(run)))
         row: dict[str, Any] = {
             "experiment": first.experiment, "group": group_id, "kind": run_kind(first), "source": data_source(first),
@@ -305,7 +319,7 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
         }
         for key, column in values.items():
             mean, std = _mean_std(column)
-            if key in SCORES:
+            if key in SCORES or key in extra_scores:
                 row[f"{key}_mean"], row[f"{key}_std"] = mean, std
             else:
                 row[key] = mean
@@ -360,11 +374,15 @@ def _row_label(row: dict[str, Any]) -> str:
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
     """Scores and costs per group; a `notes` column (synthetic, debug, truncated evaluation) when a row has one."""
+    extra = list(dict.fromkeys(key.removesuffix("_mean") for r in summary for key in r
+                               if _EXTRA_TEST_ACC.match(key.removesuffix("_mean"))))
     header = ["experiment", "n seeds", "PublicTest acc %", "PrivateTest acc %", "PublicTest macro-F1 %",
-              "PrivateTest macro-F1 %", "params (M)", "train time (s)", "epochs", "images/s"]
+              "PrivateTest macro-F1 %", *(f"{key.split('/')[1]} acc % (extra test)" for key in extra),
+              "params (M)", "train time (s)", "epochs", "images/s"]
     with_notes = any(r.get("notes") for r in summary)
     return _table(header + (["notes"] if with_notes else []), [
         [_row_label(r), str(r["n"]), *(_pct(r[f"{k}_mean"], r[f"{k}_std"]) for k in SCORES),
+         *(_pct(r.get(f"{k}_mean", math.nan), r.get(f"{k}_std")) for k in extra),
          _num(r["params"] / 1e6, ".2f"), _num(r["train_time_s"], ".1f"), _num(r["epochs"], ".1f"),
          _num(r["train/images_per_s"], ".0f"), *([r.get("notes", "")] if with_notes else [])] for r in summary])
 

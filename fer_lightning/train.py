@@ -204,6 +204,36 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, model: FERClassifier,
     if best_score is not None:  # the selection score over all epochs, not the re-validation's running max
         metrics["val/acc_best"] = _as_float(best_score)
     _record_coverage(metrics, model, datamodule)
+    metrics.update(_score_extra_tests(cfg, trainer, model, ckpt_path))
+    return metrics
+
+
+def _score_extra_tests(cfg: DictConfig, trainer: Trainer, model: FERClassifier, ckpt_path: str | None
+                       ) -> dict[str, Any]:
+    """`extra_test=ckplus`: the selected checkpoint scored on faces from elsewhere, after selection, never during
+    it. Through the checkpoint file, as `python -m fer_lightning.evaluate` and the finder load it (EMA weights and
+    eval transform included), so training's and re-evaluation's CK+ numbers are the same number."""
+    from fer_lightning.data.folder_faces import instantiate_extra_tests
+    from fer_lightning.evaluation import save_extra_test_figures, score_extra_tests
+    from fer_lightning.inference.classifier import TorchEmotionClassifier, load_classifier
+
+    sets = instantiate_extra_tests(cfg.get("extra_test"))
+    if not sets or trainer.global_rank != 0:
+        return {}
+    test_sets = [test_set.load() for test_set in sets]
+    if ckpt_path:
+        classifier = load_classifier(ckpt_path)
+    else:  # fast_dev_run saves nothing: the weights in memory, with the transform a checkpoint would store
+        classifier = TorchEmotionClassifier(model.eval(), model.class_names, trainer.datamodule.eval_transform,
+                                            device=str(model.device))
+    metrics, probs = score_extra_tests([classifier], test_sets)
+    metrics.pop("per_model", None)
+    save_extra_test_figures(metrics, probs, test_sets, list(model.class_names), Path(cfg.paths.output_dir),
+                            "checkpoint chosen on val")
+    for logger in trainer.loggers:
+        logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=trainer.global_step)
+    log.info("Extra test set(s): %s", ", ".join(f"{faces.name} acc={metrics[f'test/{faces.name}/acc']:.4f} "
+                                                  f"({len(faces.labels)} faces)" for faces in test_sets))
     return metrics
 
 

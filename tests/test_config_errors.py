@@ -270,7 +270,7 @@ def test_the_evaluate_config_takes_no_trainer_arguments_nor_training_groups() ->
         "Unknown config key 'trainer.gradient_clip_val'. No similar key in conf/eval.yaml")
     assert _config_error("eval", ["experiment=resnet"]) == (
         "python -m fer_lightning.evaluate does not use a config group 'experiment' (its config chooses: data, "
-        "paths). To add one anyway, write +experiment=resnet.")
+        "extra_test, paths). To add one anyway, write +experiment=resnet.")
     assert check_argv("eval", ["data=synthetic", "ckpt_paths=a.ckpt"]) == ["data=synthetic", "ckpt_paths=a.ckpt"]
 
 

@@ -29,9 +29,12 @@ def test_experiment_composes_with_real_data_defaults(name: str, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs_fast_dev_run(name: str, tmp_path: Path) -> None:
+def test_experiment_runs_fast_dev_run(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # experiment=distill learns from teachers of the user's: here a model trained by `train` (conftest's trained_run)
+    teachers = [f"model.distill.teachers=['{request.getfixturevalue('trained_checkpoint')}']"] if name == "distill" \
+        else []
     cfg = compose_train_cfg(tmp_path, [f"+experiment={name}", "+debug=fdr", "model.pretrained=false",
-                                       "logger=csv", *SMALL_SYNTHETIC])
+                                       "logger=csv", *SMALL_SYNTHETIC, *teachers])
     metrics, objects = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["val/acc"] <= 1.0
     assert metrics["experiment"] == name and metrics["synthetic"] is True

@@ -98,6 +98,24 @@ def stratified_val_split(labels: np.ndarray, fraction: float, seed: int) -> np.n
     return mask
 
 
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of `fraction` of every class (at least one face each), reproducible from the seed.
+
+    For data-efficiency curves (`data.train_fraction`): a smaller training set with FER2013's class balance, so a
+    curve measures how much data a method needs, not how it copes with a different imbalance. Subsets of one seed
+    are nested: the first 5% of each class's shuffled order is inside the first 10%, so a curve adds data.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise DataConfigError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        take = max(1, int(round(fraction * len(members))))
+        keep.append(rng.permutation(members)[:take])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
 def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     """Evaluation order of a split: every prefix holds the split's classes in (nearly) their proportions.
 
@@ -135,6 +153,7 @@ class FERDataModule(LightningDataModule):
         weighted_sampling: bool = False,
         val_fraction: float = 0.1,
         split_seed: int = 42,
+        train_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         self.train_transform = train_transform
@@ -151,6 +170,11 @@ class FERDataModule(LightningDataModule):
         self.weighted_sampling = weighted_sampling
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        if not 0.0 < float(train_fraction) <= 1.0:  # at construction: a typo fails before any data is read
+            raise DataConfigError(f"data.train_fraction must be in (0, 1] (1 = the whole training split), got "
+                                  f"{train_fraction}")
+        self.train_fraction = float(train_fraction)
+        self.train_total = 0  # faces in the training split before `train_fraction`, set by `setup`
         self.class_names: tuple[str, ...] = EMOTIONS
         self.num_classes: int = NUM_CLASSES
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -191,6 +215,13 @@ class FERDataModule(LightningDataModule):
         test = arrays.splits == TEST
         for name, mask in zip(SPLIT_NAMES, (train, val, test)):
             self.splits[name] = (arrays.images[mask], arrays.labels[mask])
+        images, labels = self.splits["train"]
+        self.train_total = len(labels)
+        if self.train_fraction < 1.0:  # after the val split is carved: val and test never shrink
+            keep = stratified_subset(labels, self.train_fraction, self.split_seed)
+            self.splits["train"] = (images[keep], labels[keep])
+            log.info("data.train_fraction=%g: training on %d of %d faces (stratified, seed %d)", self.train_fraction,
+                     len(keep), len(labels), self.split_seed)
         for name, counts in self.class_counts.items():
             table = ", ".join(f"{cls}={n}" for cls, n in zip(self.class_names, counts))
             log.info("%s %s: %d images (%s)", self.name, name, sum(counts), table)
@@ -275,6 +306,8 @@ class FERDataModule(LightningDataModule):
             "class_names": list(self.class_names),
             "class_counts": self.class_counts,
             "data_problems": self.read_problems.summary(),  # all zero unless data.bad_images/color/wrong_size acted
+            "train_fraction": self.train_fraction,  # < 1: a stratified subset of train (data-efficiency curves)
+            "train_images": sum(self.class_counts.get("train", [])),
             "num_workers": self.num_workers,  # resolved: `auto` is recorded as the number it chose on this machine
             "source": self.source_description(),  # what the report groups runs by: never averages across data
             "eval_order": f"class-stratified, seed {self.split_seed}",  # so a cut-down evaluation still mixes classes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -20,10 +21,19 @@ from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
 from fer_lightning.callbacks.rng import RNGState
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.metrics import metric_key, named_values, stage_metrics
+from fer_lightning.models.distill import (
+    DistillSettings,
+    InputSpec,
+    Teacher,
+    combined_loss,
+    distillation_loss,
+)
 from fer_lightning.models.factory import create_network
 from fer_lightning.models.mixing import mix_batch
 
 STAGES = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ LEGACY_FLAT_SETTINGS = {
     "mix_prob": ("mixing", "prob"), "channels_last": ("speed", "channels_last"), "compile": ("speed", "compile"),
 }
 
-Settings = TypeVar("Settings", LossSettings, FinetuneSettings, MixingSettings, SpeedSettings)
+Settings = TypeVar("Settings", LossSettings, FinetuneSettings, MixingSettings, SpeedSettings, DistillSettings)
 
 
 def settings(kind: type[Settings], value: Mapping[str, Any] | Settings | None, group: str) -> Settings:
@@ -138,13 +148,16 @@ class FERClassifier(LightningModule):
         mixing: Mapping[str, Any] | None = None,
         ema_decay: float = 0.0,
         speed: Mapping[str, Any] | None = None,
+        distill: Mapping[str, Any] | None = None,
         **legacy_flat_settings: Any,
     ) -> None:
         """Three blocks. The network and its input (`backbone` ... `gray_input`): what a checkpoint rebuilds and
         what resuming checks, flat because every tool reads them. The optimisation (`optimizer`, `scheduler`,
         `scheduler_monitor`). The training recipe, one group per concern, each a mapping of the fields of
-        `LossSettings`, `FinetuneSettings`, `MixingSettings` and `SpeedSettings` (missing fields keep their
-        defaults), plus `ema_decay` (0 = off: validate, checkpoint and ship an EMA of the weights).
+        `LossSettings`, `FinetuneSettings`, `MixingSettings`, `SpeedSettings` and `DistillSettings` (missing
+        fields keep their defaults), plus `ema_decay` (0 = off: validate, checkpoint and ship an EMA of the
+        weights). The distillation teachers are loaded only when fitting starts (`setup`), so loading a distilled
+        student's checkpoint never needs their files.
 
         `gray_input`: "sum" (timm in_chans=1: RGB filters summed; default, as exact and 3x cheaper in the first
         conv) or "repeat" (a 3-channel network fed the gray image three times).
@@ -163,9 +176,11 @@ class FERClassifier(LightningModule):
         finetune_settings = settings(FinetuneSettings, finetune, "finetune")
         mixing_settings = settings(MixingSettings, mixing, "mixing")
         speed_settings = settings(SpeedSettings, speed, "speed")
+        distill_settings = settings(DistillSettings, distill, "distill")
         # Stored as plain dicts: what save_hyperparameters writes must load with torch.load(weights_only=True).
         loss, finetune = asdict(loss_settings), asdict(finetune_settings)
         mixing, speed = asdict(mixing_settings), asdict(speed_settings)
+        distill = distill_settings.as_hparams()
         if len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
         if gray_input not in ("sum", "repeat"):
@@ -176,6 +191,7 @@ class FERClassifier(LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.loss_settings, self.finetune_settings = loss_settings, finetune_settings
         self.mixing_settings, self.speed_settings = mixing_settings, speed_settings
+        self.distill_settings = distill_settings
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.class_names = tuple(class_names)
@@ -188,10 +204,14 @@ class FERClassifier(LightningModule):
         self.test_metrics = stage_metrics(num_classes)
         self.val_acc_best = MaxMetric()
         self.train_loss_mean, self.val_loss_mean, self.test_loss_mean = MeanMetric(), MeanMetric(), MeanMetric()
+        # The two terms of a distilled training loss (no state_dict entries: torchmetrics states are not persistent).
+        self.distill_loss_means = (nn.ModuleDict({"ce": MeanMetric(), "distill": MeanMetric()})
+                                   if distill_settings.enabled else None)
         # Last epoch's confusion matrix per stage, for callbacks and metrics.json (rows: true, cols: predicted).
         self.confusion_matrices: dict[str, np.ndarray] = {}
         self.example_input_array = torch.zeros(2, in_chans, input_size, input_size)
         self._compiled_net: Callable[[torch.Tensor], torch.Tensor] | None = None  # built on first use, see _loop_net
+        self.attach_teacher(None)  # loaded by setup("fit") when model.distill.teachers names any
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FERClassifier:
@@ -227,7 +247,19 @@ class FERClassifier(LightningModule):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_compiled_net", None)  # copies and pickles (EMA's deepcopy, spawn) recompile on their own
+        state.pop("_teacher", None)  # and reload their teachers in setup: an EMA copy needs none
         return state
+
+    @property
+    def teacher(self) -> Teacher | None:
+        """The frozen distillation teachers while fitting with `model.distill.teachers`, else None."""
+        return self.__dict__.get("_teacher")
+
+    def attach_teacher(self, teacher: Teacher | None) -> None:
+        """Distil from `teacher` (or stop: None). Held outside the registered submodules (object.__setattr__ skips
+        nn.Module's registration), so no teacher weight enters the state_dict, the optimizer or the model summary,
+        and Lightning's train()/eval() switches leave it in eval mode."""
+        object.__setattr__(self, "_teacher", teacher)
 
     def head_module(self) -> nn.Module:
         return self.net.get_classifier()
@@ -262,6 +294,11 @@ class FERClassifier(LightningModule):
             self.class_weights.copy_(datamodule.class_weights())
         if self.speed_settings.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if stage == "fit" and self.distill_settings.enabled and self.teacher is None:
+            # Every fit loads the teachers from the run's paths, a resumed one included (a checkpoint holds none).
+            self.attach_teacher(Teacher.from_checkpoints(
+                self.distill_settings.teachers, self.class_names, InputSpec.of(self),
+                self.distill_settings.temperature, channels_last=self.speed_settings.channels_last))
 
     def _metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
@@ -293,17 +330,33 @@ class FERClassifier(LightningModule):
         x, y = batch
         mixing = self.mixing_settings
         mixed = mix_batch(x, y, mixing.mixup_alpha, mixing.cutmix_alpha, mixing.prob)
-        if mixed is None:
+        teacher = self.teacher
+        if mixed is None and teacher is None:
             loss = self._shared_step(batch, "train")
         else:
-            logits = self._loop_forward(mixed.x)
-            loss = mixed.lam * self._loss(logits, mixed.y_a) + (1.0 - mixed.lam) * self._loss(logits, mixed.y_b)
-            # Against the dominant label, so train/acc stays defined when every batch is mixed; it reads lower
-            # than clean accuracy and is comparable only between runs with the same mixing.
-            self._metrics("train").update(logits.detach(), mixed.dominant)
+            inputs = x if mixed is None else mixed.x
+            logits = self._loop_forward(inputs)
+            if mixed is None:
+                loss = self._loss(logits, y)
+            else:
+                loss = mixed.lam * self._loss(logits, mixed.y_a) + (1.0 - mixed.lam) * self._loss(logits, mixed.y_b)
+            if teacher is not None:  # the teachers score the very images the student saw, mixed ones included
+                loss = self._distilled_loss(loss, logits, teacher(inputs), len(y))
+            # A mixed batch counts against its dominant label, so train/acc stays defined when every batch is
+            # mixed; it reads lower than clean accuracy and is comparable only between runs with the same mixing.
+            self._metrics("train").update(logits.detach(), y if mixed is None else mixed.dominant)
             self._log_loss(loss, "train", len(y))
         regularization = getattr(self.net, "regularization_loss", None)
         return loss + regularization() if regularization is not None else loss
+
+    def _distilled_loss(self, hard_loss: torch.Tensor, logits: torch.Tensor, teacher_probs: torch.Tensor,
+                        batch_size: int) -> torch.Tensor:
+        settings = self.distill_settings
+        soft_loss = distillation_loss(logits, teacher_probs, settings.temperature)
+        if self.distill_loss_means is not None:
+            self.distill_loss_means["ce"].update(hard_loss.detach(), batch_size)
+            self.distill_loss_means["distill"].update(soft_loss.detach(), batch_size)
+        return combined_loss(hard_loss, soft_loss, settings.weight)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -332,6 +385,10 @@ class FERClassifier(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
+        for term, mean in (self.distill_loss_means or {}).items():  # a distilled loss: its two terms
+            if mean.update_called:
+                self.log(f"train/loss_{term}", mean.compute())
+            mean.reset()
 
     def on_validation_epoch_end(self) -> None:
         logged = self._log_epoch_metrics("val")
@@ -387,6 +444,12 @@ class FERClassifier(LightningModule):
         self.val_acc_best.reset()
         if best is not None:
             self.val_acc_best.update(torch.tensor(best))
+        saved = (checkpoint.get("hyper_parameters") or {}).get("distill")
+        if saved and saved.get("teachers") and dict(saved) != self.hparams.get("distill"):
+            # The run's own settings apply (as for every other setting); a resume that forgot the teachers'
+            # overrides would otherwise quietly continue without them.
+            log.warning("The checkpoint was trained with model.distill=%s; this run uses %s",
+                        dict(saved), self.hparams.get("distill"))
 
 
 def _check_plateau_monitor(scheduler: Callable[..., Any] | None, monitor: str) -> None:
