@@ -65,10 +65,44 @@ def crop_with_padding(gray: np.ndarray, box: Box) -> np.ndarray:
     return crop
 
 
-def face_to_fer(image: np.ndarray, box: Sequence[float] | None = None, margin: float = 0.0) -> np.ndarray:
-    """A 48x48 uint8 grayscale face, framed like FER2013, from a whole image (``box=None``) or a face box in it."""
+def eye_angle(eyes: Sequence[Sequence[float]]) -> float:
+    """Degrees the head is rolled: the angle of the line from the right eye (image left) to the left eye."""
+    (xr, yr), (xl, yl) = eyes
+    return float(np.degrees(np.arctan2(yl - yr, xl - xr)))
+
+
+def level_eyes(gray: np.ndarray, box: Box, angle: float) -> np.ndarray:
+    """The square `box` cut from `gray` rotated by `angle` degrees about the box centre: a rolled head upright.
+
+    Only a window around the box (its diagonal, so no corner is lost) is rotated, not the whole frame, and pixels
+    from outside the image replicate its border, as `crop_with_padding` does.
+    """
+    x, y, w, h = box
+    half = int(np.ceil(max(w, h) * 0.75)) + 1  # > side * sqrt(2) / 2
+    cx, cy = x + w / 2.0, y + h / 2.0
+    window_box = (int(round(cx)) - half, int(round(cy)) - half, 2 * half, 2 * half)
+    window = crop_with_padding(gray, window_box)
+    centre = (cx - window_box[0], cy - window_box[1])
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    upright = cv2.warpAffine(window, matrix, (window.shape[1], window.shape[0]), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+    return crop_with_padding(upright, (x - window_box[0], y - window_box[1], w, h))
+
+
+def face_to_fer(image: np.ndarray, box: Sequence[float] | None = None, margin: float = 0.0,
+                eyes: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+    """A 48x48 uint8 grayscale face, framed like FER2013, from a whole image (``box=None``) or a face box in it.
+
+    ``eyes`` (right, left eye centres, as YuNet gives them) aligns the face first: FER2013's faces are mostly
+    upright, and a rolled head (a tilted phone, a head on a hand) is a pose the model saw rarely.
+    """
     gray = to_gray(image)
-    crop = gray if box is None else crop_with_padding(gray, square_box(box, margin))
+    if box is None:
+        crop = gray
+    elif eyes is not None:
+        crop = level_eyes(gray, square_box(box, margin), eye_angle(eyes))
+    else:
+        crop = crop_with_padding(gray, square_box(box, margin))
     if crop.shape == (FER_FACE_SIZE, FER_FACE_SIZE):
         return np.ascontiguousarray(crop)
     # INTER_AREA when shrinking (anti-aliased, like a downscaled photo); INTER_LINEAR for tiny faces.

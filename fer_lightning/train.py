@@ -232,6 +232,7 @@ def _score_extra_tests(cfg: DictConfig, trainer: Trainer, model: FERClassifier, 
                             "checkpoint chosen on val")
     for logger in trainer.loggers:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=trainer.global_step)
+        logger.save()  # the trainer saved its loggers when testing ended: a CSVLogger would keep these in memory
     log.info("Extra test set(s): %s", ", ".join(f"{faces.name} acc={metrics[f'test/{faces.name}/acc']:.4f} "
                                                   f"({len(faces.labels)} faces)" for faces in test_sets))
     return metrics

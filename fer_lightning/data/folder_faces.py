@@ -134,9 +134,14 @@ def _read_entries(source: str, entries: list[tuple[str, Callable[[], bytes]]], m
     items: list[tuple[str, str, Callable[[], bytes]]] = []  # (rel path, class, reader)
     dropped: Counter[str] = Counter()
     unknown: dict[str, int] = {}
+    # The class folders hold the deepest images: in `CK+48_dev/anger/x.png` (a zip of the downloaded folder) the
+    # class is `anger`, and `CK+48_dev/README.txt` or `CK+48_dev/cover.png` lie beside the class folders, as a
+    # licence beside `anger/` does in a plain folder: no face of any class, and no folder to map.
+    depth = max((rel.count("/") for rel, _ in entries if rel.lower().endswith(IMAGE_EXTENSIONS)
+                 and not _JUNK.search(rel)), default=1)
     for rel, read in entries:
-        if _JUNK.search(rel) or "/" not in rel:
-            continue  # archive metadata, or a file beside the class folders (a README, a licence)
+        if _JUNK.search(rel) or rel.count("/") < max(depth, 1):
+            continue  # archive metadata, or a file beside (or above) the class folders
         if not rel.lower().endswith(IMAGE_EXTENSIONS):
             problems.reject(_bad("not_image", rel, f"{source}:{rel}",
                                  f"not an image file (expected {', '.join(IMAGE_EXTENSIONS)})"))
@@ -203,13 +208,27 @@ class FolderTestSet:
 
 def instantiate_extra_tests(node: Mapping | None) -> list[FolderTestSet]:
     """The `extra_test` config node (name -> set config, null entries off) as test sets, in config order."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
 
     sets = []
     for key, entry in (node or {}).items():
         if entry is None:
             continue
-        test_set = instantiate(entry)
+        missing = [f"extra_test.{key}.{field}" for field in entry
+                   if isinstance(entry, DictConfig) and OmegaConf.is_missing(entry, field)]
+        if missing:  # `extra_test=folder` alone: say what to add, not OmegaConf's MissingMandatoryValue traceback
+            raise FolderFacesError(f"{', '.join(missing)} is not set: write e.g. extra_test.{key}.root=PATH (a "
+                                   "folder or .zip of <class>/<image> faces)")
+        try:
+            test_set = instantiate(entry)
+        except InstantiationException as err:
+            # Hydra wraps what the constructor refused (a label_map onto no FER2013 class, a bad name); the user's
+            # error reaches the command line as itself, one line, not as a wrapped traceback.
+            if isinstance(err.__cause__, FERLightningError):
+                raise err.__cause__ from None
+            raise
         if test_set.name != key:
             raise FolderFacesError(f"extra_test.{key} has name={test_set.name!r}; the key and the name must agree")
         sets.append(test_set)

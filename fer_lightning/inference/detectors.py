@@ -65,6 +65,9 @@ class Detection:
 
     box: tuple[int, int, int, int]
     score: float
+    # (right eye, left eye) centres in pixels of the input image, as YuNet gives them (the subject's right eye is
+    # on the image's left); None for detectors without landmarks. Face alignment levels the line between them.
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
 @runtime_checkable
@@ -131,11 +134,15 @@ def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, flo
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _to_detections(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Detection]:
-    """Map boxes back to original pixels, clip them to the image, drop empty ones, most confident first."""
+def _to_detections(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...],
+                   eyes: np.ndarray | None = None) -> list[Detection]:
+    """Map boxes (and eye points, (N, 4) as x_r, y_r, x_l, y_l) back to original pixels, clip boxes to the image,
+    drop empty ones, most confident first."""
     height, width = shape[:2]
     detections = []
-    for (x, y, w, h), score in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.ravel(scores)):
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    eye_rows = None if eyes is None else np.asarray(eyes, dtype=np.float64).reshape(-1, 4) / scale
+    for i, ((x, y, w, h), score) in enumerate(zip(boxes, np.ravel(scores))):
         if not np.isfinite([x, y, w, h, score]).all():
             continue
         x0 = min(max(round(x / scale), 0), width)
@@ -143,7 +150,11 @@ def _to_detections(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: t
         x1 = min(max(round((x + w) / scale), 0), width)
         y1 = min(max(round((y + h) / scale), 0), height)
         if x1 > x0 and y1 > y0:
-            detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), score=float(score)))
+            points = None
+            if eye_rows is not None and np.isfinite(eye_rows[i]).all():
+                xr, yr, xl, yl = (float(v) for v in eye_rows[i])
+                points = ((xr, yr), (xl, yl))
+            detections.append(Detection(box=(x0, y0, x1 - x0, y1 - y0), score=float(score), eyes=points))
     return sorted(detections, key=lambda d: d.score, reverse=True)
 
 
@@ -321,8 +332,8 @@ class YuNetDetector:
         _, faces = self._net.detect(bgr)
         if faces is None or len(faces) == 0:
             return []
-        # Rows: x, y, w, h, 5 landmarks (x, y), score.
-        return _to_detections(faces[:, :4], faces[:, -1], scale, image.shape)
+        # Rows: x, y, w, h, 5 landmarks (x, y: right eye, left eye, nose tip, mouth corners), score.
+        return _to_detections(faces[:, :4], faces[:, -1], scale, image.shape, eyes=faces[:, 4:8])
 
     def __repr__(self) -> str:
         return (f"YuNetDetector(model_path={str(self.model_path)!r}, score_threshold={self.score_threshold}, "

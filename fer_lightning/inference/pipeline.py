@@ -46,6 +46,7 @@ class PredictConfig:
     min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
     largest_only: bool = False  # keep only the largest face per frame
     margin: float = 0.0  # widen each squared face box by this fraction per side (0 matches FER2013 best)
+    align: bool = False  # rotate each face so its eyes are level (YuNet's eye landmarks; no effect with Haar/none)
     face_crop: bool = False  # every input image is already one face: skip detection
     every_n_frames: int = 1  # video/webcam: process every n-th frame
     fps: float | None = None  # video/webcam: target frames per second (a frame step for files)
@@ -60,7 +61,7 @@ def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
     yunet = cfg.detector in ("yunet", "auto") and cfg.yunet_model
     return EmotionRecognizer.from_checkpoint(
         cfg.ckpt_path, detector=cfg.detector, device=cfg.device, threads=cfg.threads, min_face_size=cfg.min_face_size,
-        largest_only=cfg.largest_only, margin=cfg.margin,
+        largest_only=cfg.largest_only, margin=cfg.margin, align=cfg.align,
         detector_options={"model_path": cfg.yunet_model} if yunet else None,
     )
 

@@ -64,11 +64,13 @@ class EmotionRecognizer:
     - ``margin``: widen the face box, squared on its longer side, by this fraction per side before cropping.
       The default 0 is measured, not guessed: re-detected FER2013 faces are classified most like the originals
       with the squared box alone (experiments/inference/README.md, "Crop framing").
+    - ``align``: rotate each face upright about its box centre so its eyes are level, where the detector gives eye
+      landmarks (YuNet does; Haar and ``none`` do not, and their faces are cropped unrotated).
     """
 
     def __init__(self, classifier: EmotionClassifier, detector: str | FaceDetector = "auto",
                  min_face_size: int = 0, largest_only: bool = False, margin: float = DEFAULT_MARGIN,
-                 detector_options: dict[str, Any] | None = None) -> None:
+                 detector_options: dict[str, Any] | None = None, align: bool = False) -> None:
         if min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0, got {min_face_size}")
         if margin < 0:
@@ -78,6 +80,7 @@ class EmotionRecognizer:
         self.min_face_size = min_face_size
         self.largest_only = largest_only
         self.margin = margin
+        self.align = align
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, detector: str | FaceDetector = "auto",
@@ -126,7 +129,8 @@ class EmotionRecognizer:
         if not detections:
             return []
         margin = 0.0 if face_crop else self.margin
-        faces = [face_to_fer(image, None if face_crop else d.box, margin) for d in detections]
+        faces = [face_to_fer(image, None if face_crop else d.box, margin, d.eyes if self.align else None)
+                 for d in detections]
         probs = self.predict_faces(faces)
         return [FaceRecord(box=d.box, score=float(d.score), probs=dict(zip(self.class_names, p.tolist())))
                 for d, p in zip(detections, probs)]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Robust-training ablations on a 2-core CPU: the cpu_budget recipe (compact CNN, 44 px crops, EMA) for 15 epochs,
+# one idea per row, each selected on PublicTest and scored on PrivateTest and CK+ dev (extra_test=ckplus).
+#   FER2013_ROOT=../shared/data/fer2013.zip CKPLUS_ROOT=../shared/data/ckplus48_dev.zip \
+#       bash experiments/cross_dataset/run_ablations.sh [ROW ...]     # default: every row, one after another
+# Runs land in outputs/cross_dataset/<row>/ (metrics.json, confusion_matrix_ckplus.png); the results table is
+# made from them by experiments/cross_dataset/table.py.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${FER2013_ROOT:?set FER2013_ROOT to FER2013 (zip, folder or csv)}"
+: "${CKPLUS_ROOT:?set CKPLUS_ROOT to the CK+ dev set (zip or folder)}"
+export WANDB_MODE="${WANDB_MODE:-offline}"
+EPOCHS="${EPOCHS:-15}"
+BASE=(+experiment=cpu_budget "data.root=$FER2013_ROOT" extra_test=ckplus "trainer.max_epochs=$EPOCHS" seed=1
+      callbacks.progress_bar=null logger=csv)
+declare -A ROWS=(
+  [standard]=""
+  [robust]="transforms=robust"
+  [robust_classweighted]="transforms=robust model.loss.class_weighted=true"
+  [robust_mixing]="transforms=robust model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
+  [robust_balanced_sampling]="transforms=robust data.weighted_sampling=true"
+)
+ORDER=(standard robust robust_classweighted robust_mixing robust_balanced_sampling)
+for row in "${@:-${ORDER[@]}}"; do
+  dir="outputs/cross_dataset/$row"
+  if [ -f "$dir/metrics.json" ]; then echo "$row: done ($dir/metrics.json)"; continue; fi
+  resume=()
+  if [ -d "$dir/checkpoints" ]; then resume=("ckpt_path=$dir"); fi
+  echo "$(date -u +%FT%TZ) $row: ${ROWS[$row]}"
+  # shellcheck disable=SC2086  # a row's overrides are words
+  /usr/bin/time -f "$row wall %e s" python -m fer_lightning "${BASE[@]}" ${ROWS[$row]} "${resume[@]}" \
+      "hydra.run.dir=$dir" > "outputs/cross_dataset/$row.log" 2>&1
+done
