@@ -51,7 +51,19 @@ def check_eval_inputs(cfg: DictConfig) -> None:
 
 
 def check_data(data_cfg: DictConfig) -> None:
-    """A FER2013 source exists and reads; with the decode cache on, it is decoded now (the run then loads it)."""
+    """The datamodule accepts its settings (`data.train_fraction=0` is refused here, not after the run folder is
+    made); a FER2013 source exists and reads; with the decode cache on, it is decoded now (the run then loads it)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:  # construction reads nothing: only the settings are checked
+        instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
+    except InstantiationException as err:
+        from fer_lightning.errors import FERLightningError
+
+        if isinstance(err.__cause__, FERLightningError):  # the project's own message, not Hydra's wrapping of it
+            raise err.__cause__ from None
+        raise
     if not str(data_cfg.get("_target_", "")).endswith("FER2013DataModule"):
         return  # synthetic faces: nothing outside the config
     from fer_lightning.data.download import resolve_source
@@ -61,8 +73,6 @@ def check_data(data_cfg: DictConfig) -> None:
         return  # the run downloads it (and says so if it cannot)
     resolve_source(root)
     if data_cfg.get("cache", True):
-        from hydra.utils import instantiate
-
         datamodule: Any = instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
         datamodule.load_arrays()  # unusable files are all named here; the arrays go to the cache, then away
 

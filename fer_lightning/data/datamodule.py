@@ -7,6 +7,8 @@ the uint8 arrays come from differs.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from pathlib import Path
 
@@ -170,10 +172,17 @@ class FERDataModule(LightningDataModule):
         self.weighted_sampling = weighted_sampling
         self.val_fraction = val_fraction
         self.split_seed = split_seed
-        if not 0.0 < float(train_fraction) <= 1.0:  # at construction: a typo fails before any data is read
+        # At construction: a typo fails before any data is read. A word or a bool (`data.train_fraction=half`,
+        # `=true`) is refused naming the key too, not as float()'s ValueError nor as a silent 1.0.
+        numeric = isinstance(train_fraction, (numbers.Real, str)) and not isinstance(train_fraction, bool)
+        try:
+            fraction = float(train_fraction) if numeric else math.nan
+        except ValueError:
+            fraction = math.nan
+        if not 0.0 < fraction <= 1.0:
             raise DataConfigError(f"data.train_fraction must be in (0, 1] (1 = the whole training split), got "
-                                  f"{train_fraction}")
-        self.train_fraction = float(train_fraction)
+                                  f"{train_fraction!r}")
+        self.train_fraction = fraction
         self.train_total = 0  # faces in the training split before `train_fraction`, set by `setup`
         self.class_names: tuple[str, ...] = EMOTIONS
         self.num_classes: int = NUM_CLASSES
