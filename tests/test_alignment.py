@@ -84,6 +84,7 @@ def test_the_recogniser_aligns_only_when_asked() -> None:
         classifier = _Echo()
         EmotionRecognizer(classifier, detector=_FixedDetector(), align=align).predict(photo)
         fed[align] = classifier.batches[0][0, 0]
+    assert EmotionRecognizer(_Echo(), detector=_FixedDetector()).align  # the default, chosen on PublicTest
     gray = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
     expected_aligned = face_to_fer(gray, (178, 63, 90, 113), eyes=((200.0, 100.0), (240.0, 125.0))) / 255.0
     assert np.allclose(fed[True], expected_aligned, atol=1e-6)

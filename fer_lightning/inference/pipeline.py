@@ -46,7 +46,7 @@ class PredictConfig:
     min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
     largest_only: bool = False  # keep only the largest face per frame
     margin: float = 0.0  # widen each squared face box by this fraction per side (0 matches FER2013 best)
-    align: bool = False  # rotate each face so its eyes are level (YuNet's eye landmarks; no effect with Haar/none)
+    align: bool = True  # rotate each face so its eyes are level (YuNet's eye landmarks; no effect with Haar/none)
     face_crop: bool = False  # every input image is already one face: skip detection
     every_n_frames: int = 1  # video/webcam: process every n-th frame
     fps: float | None = None  # video/webcam: target frames per second (a frame step for files)

@@ -21,6 +21,9 @@ from fer_lightning.inference.detectors import Detection, DetectorUnavailable, Fa
 from fer_lightning.preprocessing import face_to_fer, prepare_face
 
 DEFAULT_MARGIN = 0.0  # measured: experiments/inference/README.md, "Crop framing"
+# Measured on PublicTest faces re-detected by YuNet: +0.74 points (+0.87 with heads rolled up to 20 degrees), and
+# +2.08 on rolled CK+ dev faces (experiments/cross_dataset/README.md, "Face alignment"). No effect without eyes.
+DEFAULT_ALIGN = True
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,13 @@ class EmotionRecognizer:
       The default 0 is measured, not guessed: re-detected FER2013 faces are classified most like the originals
       with the squared box alone (experiments/inference/README.md, "Crop framing").
     - ``align``: rotate each face upright about its box centre so its eyes are level, where the detector gives eye
-      landmarks (YuNet does; Haar and ``none`` do not, and their faces are cropped unrotated).
+      landmarks (YuNet does; Haar and ``none`` do not, and their faces are cropped unrotated). On by default: it
+      was chosen on PublicTest (experiments/cross_dataset/README.md, "Face alignment").
     """
 
     def __init__(self, classifier: EmotionClassifier, detector: str | FaceDetector = "auto",
                  min_face_size: int = 0, largest_only: bool = False, margin: float = DEFAULT_MARGIN,
-                 detector_options: dict[str, Any] | None = None, align: bool = False) -> None:
+                 detector_options: dict[str, Any] | None = None, align: bool = DEFAULT_ALIGN) -> None:
         if min_face_size < 0:
             raise ValueError(f"min_face_size must be >= 0, got {min_face_size}")
         if margin < 0:
