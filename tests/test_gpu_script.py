@@ -187,8 +187,8 @@ def test_archive_holds_results_but_no_checkpoint(tmp_path: Path) -> None:
         assert sorted(tar.getnames()) == ["runs/a/confusion_matrix.png", "runs/a/metrics.json"]
 
 
-# Slow: 245 s on the 2-core development VM under a background training job (7 training processes, an ensemble of
-# 7 checkpoints and a report; ~190 CPU-seconds, mostly each process's start-up), so about 100 s on two idle cores.
+# Slow: 139-245 s on the 2-core development VM beside a background training job (7 training processes, an ensemble
+# of 7 checkpoints and a report: ~175 CPU-seconds, mostly each process's start-up), so about 100 s on two idle cores.
 # test_full_plan_overrides_compose above keeps the plan's commands in step with the configs in `make test`.
 @pytest.mark.slow
 def test_smoke_run_trains_every_job_then_ensembles_and_reports(tmp_path: Path) -> None:
