@@ -46,6 +46,10 @@ class PredictConfig:
     min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels
     largest_only: bool = False  # keep only the largest face per frame
     margin: float = 0.0  # widen each squared face box by this fraction per side (0 matches FER2013 best)
+    # Longest side (pixels) a frame is shrunk to before detection; boxes map back and faces are cut from the full
+    # frame. None: the detector's default (1280). 320 makes YuNet ~4x faster on 640x480 (one large face, as from a
+    # webcam); smaller faces are missed sooner (experiments/cross_dataset/README.md, "The finder's speed").
+    detect_max_side: int | None = None
     align: bool = True  # rotate each face so its eyes are level (YuNet's eye landmarks; no effect with Haar/none)
     face_crop: bool = False  # every input image is already one face: skip detection
     every_n_frames: int = 1  # video/webcam: process every n-th frame
@@ -59,10 +63,13 @@ class PredictConfig:
 
 def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
     yunet = cfg.detector in ("yunet", "auto") and cfg.yunet_model
+    options: dict[str, Any] = {"model_path": cfg.yunet_model} if yunet else {}
+    if cfg.detect_max_side is not None and cfg.detector in ("yunet", "haar", "auto"):
+        options["max_side"] = int(cfg.detect_max_side)
     return EmotionRecognizer.from_checkpoint(
         cfg.ckpt_path, detector=cfg.detector, device=cfg.device, threads=cfg.threads, min_face_size=cfg.min_face_size,
         largest_only=cfg.largest_only, margin=cfg.margin, align=cfg.align,
-        detector_options={"model_path": cfg.yunet_model} if yunet else None,
+        detector_options=options or None,
     )
 
 
