@@ -110,7 +110,7 @@ def check_distill_teachers(model_cfg: DictConfig) -> None:
 
     from fer_lightning.labels import EMOTIONS
     from fer_lightning.models.distill import DistillSettings, load_teacher_models
-    from fer_lightning.models.module import settings
+    from fer_lightning.models.module import load_for_inference, settings
 
     values = {key: None if OmegaConf.is_missing(node, key) else node[key] for key in node}
     values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
@@ -118,4 +118,5 @@ def check_distill_teachers(model_cfg: DictConfig) -> None:
     if not distill.enabled:
         return
     names = OmegaConf.select(model_cfg, "class_names", default=None)
-    load_teacher_models(distill.teachers, tuple(names) if names is not None else EMOTIONS)
+    load_teacher_models(distill.teachers, tuple(names) if names is not None else EMOTIONS,
+                        load_model=load_for_inference)

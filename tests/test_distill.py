@@ -37,7 +37,7 @@ from fer_lightning.models.distill import (
     teacher_input,
 )
 from fer_lightning.models.mixing import MixedBatch, mix_batch
-from fer_lightning.models.module import FERClassifier
+from fer_lightning.models.module import FERClassifier, load_for_inference
 from fer_lightning.preflight import check_train_inputs
 from fer_lightning.train import train
 
@@ -230,7 +230,8 @@ def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_teachers_load_frozen_in_eval_mode(teacher_files: dict[str, Path]) -> None:
-    teacher = Teacher.from_checkpoints([teacher_files["fer"]], EMOTIONS, InputSpec(40, 0.5, 0.25), 4.0)
+    teacher = Teacher.from_checkpoints([teacher_files["fer"]], EMOTIONS, InputSpec(40, 0.5, 0.25), 4.0,
+                                       load_model=load_for_inference)
     (model,) = teacher.models
     assert isinstance(model, FERClassifier) and model.hparams.input_size == 44
     assert teacher.specs == (InputSpec(44, 0.45, 0.3),)
@@ -242,7 +243,8 @@ def test_teachers_load_frozen_in_eval_mode(teacher_files: dict[str, Path]) -> No
 def test_a_teacher_of_other_classes_is_refused_with_its_path(teacher_files: dict[str, Path], tmp_path: Path) -> None:
     reordered = str(teacher_files["reordered"])
     with pytest.raises(CheckpointMismatchError, match=f"teacher {reordered} predicts 7 classes") as raised:
-        Teacher.from_checkpoints([teacher_files["fer"], reordered], EMOTIONS, InputSpec(48, 0.5, 0.25), 4.0)
+        Teacher.from_checkpoints([teacher_files["fer"], reordered], EMOTIONS, InputSpec(48, 0.5, 0.25), 4.0,
+                                 load_model=load_for_inference)
     assert "model.class_names" in str(raised.value) and "in the same order" in str(raised.value)
     cfg = compose_train_cfg(tmp_path, ["+experiment=distill", *SMALL_SYNTHETIC,
                                        f"model.distill.teachers=['{reordered}']"])

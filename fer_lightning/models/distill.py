@@ -23,7 +23,7 @@ student alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +181,9 @@ class Teacher(nn.Module):
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], class_names: Sequence[str], student: InputSpec,
-                         temperature: float, channels_last: bool = False) -> Teacher:
-        return cls(load_teacher_models(paths, class_names), student, temperature,
+                         temperature: float, channels_last: bool = False, *,
+                         load_model: Callable[[Path], nn.Module]) -> Teacher:
+        return cls(load_teacher_models(paths, class_names, load_model=load_model), student, temperature,
                    paths=[str(path) for path in paths], channels_last=channels_last)
 
     def train(self, mode: bool = True) -> Teacher:
@@ -208,8 +209,12 @@ class Teacher(nn.Module):
 
 # --- Loading --------------------------------------------------------------------------------------------------
 
-def load_teacher_models(paths: Sequence[str | Path], class_names: Sequence[str]) -> list[nn.Module]:
+def load_teacher_models(paths: Sequence[str | Path], class_names: Sequence[str], *,
+                        load_model: Callable[[Path], nn.Module]) -> list[nn.Module]:
     """Each checkpoint as an inference-ready FERClassifier, read the project's safe way (`weights_only=True`).
+
+    `load_model` builds the network from a checked file (`FERClassifier.from_checkpoint`): passed in by the
+    LightningModule, which imports this module, so that this module never imports it back (no import cycle).
 
     Every missing file is named in one error, before any is loaded; a teacher of other classes (or another order
     of them) than the student's is refused with its path, since its probabilities would train the wrong outputs.
@@ -221,7 +226,6 @@ def load_teacher_models(paths: Sequence[str | Path], class_names: Sequence[str])
         read_checkpoint_meta,
         safe_checkpoint_globals,
     )
-    from fer_lightning.models.module import FERClassifier
 
     if not paths:
         raise DistillError(f"{TEACHERS_KEY} is empty: {TEACHERS_HINT}")
@@ -244,7 +248,7 @@ def load_teacher_models(paths: Sequence[str | Path], class_names: Sequence[str])
                 "trained on the student's classes, in the same order")
         try:
             with safe_checkpoint_globals():  # hyperparameters from a config are OmegaConf containers
-                model = FERClassifier.from_checkpoint(path, map_location="cpu")
+                model = load_model(path)
         except RuntimeError as err:  # state_dict shapes that disagree with the hyperparameters
             first = str(err).strip().splitlines()
             raise CheckpointError(f"teacher {path}: its weights do not fit the network its hyperparameters "

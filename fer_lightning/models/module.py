@@ -120,6 +120,12 @@ def _fold_legacy_settings(groups: dict[str, dict[str, Any]], flat: dict[str, Any
         groups[group].setdefault(field, value)
 
 
+def load_for_inference(path: Path) -> FERClassifier:
+    """A FERClassifier from a checkpoint already checked by `read_checkpoint_meta`, on the CPU (teachers move to the
+    batch's device when first used)."""
+    return FERClassifier.from_checkpoint(path, map_location="cpu")
+
+
 class FERClassifier(LightningModule):
     """Trains and evaluates an emotion classifier; its checkpoint rebuilds the network and its preprocessing.
 
@@ -298,7 +304,8 @@ class FERClassifier(LightningModule):
             # Every fit loads the teachers from the run's paths, a resumed one included (a checkpoint holds none).
             self.attach_teacher(Teacher.from_checkpoints(
                 self.distill_settings.teachers, self.class_names, InputSpec.of(self),
-                self.distill_settings.temperature, channels_last=self.speed_settings.channels_last))
+                self.distill_settings.temperature, channels_last=self.speed_settings.channels_last,
+                load_model=load_for_inference))
 
     def _metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
