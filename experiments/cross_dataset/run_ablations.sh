@@ -24,10 +24,14 @@ ORDER=(standard robust robust_classweighted robust_mixing robust_balanced_sampli
 for row in "${@:-${ORDER[@]}}"; do
   dir="outputs/cross_dataset/$row"
   if [ -f "$dir/metrics.json" ]; then echo "$row: done ($dir/metrics.json)"; continue; fi
-  resume=()
-  if [ -d "$dir/checkpoints" ]; then resume=("ckpt_path=$dir"); fi
+  resume=() run_id=()
+  if [ -f "$dir/checkpoints/last.ckpt" ]; then  # continue the cut run in its own folder, under its own run id
+    resume=("ckpt_path=$dir")
+    run_id=("FER_LIGHTNING_RUN_ID=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' \
+      "$dir/.run_id.json")")
+  fi
   echo "$(date -u +%FT%TZ) $row: ${ROWS[$row]}"
   # shellcheck disable=SC2086  # a row's overrides are words
-  /usr/bin/time -f "$row wall %e s" python -m fer_lightning "${BASE[@]}" ${ROWS[$row]} "${resume[@]}" \
+  env "${run_id[@]}" /usr/bin/time -f "$row wall %e s" python -m fer_lightning "${BASE[@]}" ${ROWS[$row]} "${resume[@]}" \
       "hydra.run.dir=$dir" > "outputs/cross_dataset/$row.log" 2>&1
 done
