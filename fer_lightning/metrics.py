@@ -73,8 +73,19 @@ def present_class_metrics(probs: np.ndarray, labels: np.ndarray, class_names: Se
     a class without faces has no recall and, counted, would put a 0 into the F1 mean whatever the model did.
     On a set with every class this equals `split_metrics`.
     """
+    return present_class_metrics_of_predictions(np.asarray(probs).argmax(axis=1), labels, class_names, prefix)
+
+
+NO_PREDICTION = -1  # a face the finder gave no label (no face detected): wrong, and no class's false positive
+
+
+def present_class_metrics_of_predictions(predicted: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                                         prefix: str) -> dict[str, float]:
+    """`present_class_metrics` from predicted class ids, where `NO_PREDICTION` marks an image without an answer
+    (the finder's records of a photo where no face was found): it lowers accuracy and its class's recall, as a
+    user would count it, without being credited to or charged against any other class."""
+    predicted = np.asarray(predicted, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    predicted = np.asarray(probs).argmax(axis=1)
     present = np.unique(labels)
     f1 = []
     for index in present:

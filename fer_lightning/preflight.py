@@ -57,7 +57,7 @@ def check_data(data_cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     try:  # construction reads nothing: only the settings are checked
-        instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
+        datamodule: Any = instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
     except InstantiationException as err:
         from fer_lightning.errors import FERLightningError
 
@@ -73,7 +73,6 @@ def check_data(data_cfg: DictConfig) -> None:
         return  # the run downloads it (and says so if it cannot)
     resolve_source(root)
     if data_cfg.get("cache", True):
-        datamodule: Any = instantiate(data_cfg, train_transform=None, eval_transform=None, num_workers=0)
         datamodule.load_arrays()  # unusable files are all named here; the arrays go to the cache, then away
 
 

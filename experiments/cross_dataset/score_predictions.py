@@ -23,12 +23,12 @@ import numpy as np
 
 from fer_lightning.data.folder_faces import resolve_label_map
 from fer_lightning.labels import EMOTION_TO_ID, EMOTIONS
-from fer_lightning.metrics import present_class_metrics
+from fer_lightning.metrics import NO_PREDICTION, present_class_metrics_of_predictions
 
 
 def score(predictions: Path, root: Path, label_map: dict[str, str | None], prefixes: list[str]) -> dict:
     mapping = resolve_label_map(label_map)
-    groups: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    groups: dict[str, tuple[list[int], list[int]]] = {}
     dropped: Counter[str] = Counter()
     unlabelled: Counter[str] = Counter()
     for line in predictions.read_text().splitlines():
@@ -46,16 +46,15 @@ def score(predictions: Path, root: Path, label_map: dict[str, str | None], prefi
         probs = record.get("probs")
         if probs is None:  # no face found: a wrong answer the user would see
             unlabelled[group] += 1
-            vector = np.zeros(len(EMOTIONS))
-            vector[(EMOTION_TO_ID[target] + 1) % len(EMOTIONS)] = 1.0
+            predicted = NO_PREDICTION
         else:
-            vector = np.array([probs[name] for name in EMOTIONS])
-        faces, labels = groups.setdefault(group, ([], []))
-        faces.append(vector)
+            predicted = int(np.argmax([probs[name] for name in EMOTIONS]))
+        answers, labels = groups.setdefault(group, ([], []))
+        answers.append(predicted)
         labels.append(EMOTION_TO_ID[target])
     results = {}
-    for group, (probs_list, labels) in sorted(groups.items()):
-        metrics = present_class_metrics(np.stack(probs_list), np.asarray(labels), EMOTIONS, group)
+    for group, (answers, labels) in sorted(groups.items()):
+        metrics = present_class_metrics_of_predictions(np.asarray(answers), np.asarray(labels), EMOTIONS, group)
         results[group] = {"faces": len(labels), "no_prediction": unlabelled[group], **metrics}
     return {"predictions": str(predictions), "root": str(root), "dropped": dict(dropped), "groups": results}
 

@@ -1,0 +1,121 @@
+"""The experiment scripts whose numbers go into the README: scoring the finder's records, prior correction, and the
+data-efficiency table. Each is checked on hand-made inputs whose answer is known."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_lightning.labels import EMOTIONS
+from fer_lightning.metrics import NO_PREDICTION, present_class_metrics, present_class_metrics_of_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(relative: str):
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+score_predictions = _load("experiments/cross_dataset/score_predictions.py")
+prior_correction = _load("experiments/cross_dataset/prior_correction.py")
+data_efficiency = _load("experiments/scratch_vs_transfer/data_efficiency.py")
+
+
+def test_no_prediction_is_wrong_and_nobody_elses_false_positive() -> None:
+    labels = np.array([0, 0, 3, 3])
+    predicted = np.array([0, NO_PREDICTION, 3, 0])
+    metrics = present_class_metrics_of_predictions(predicted, labels, EMOTIONS, "x")
+    assert metrics["x/acc"] == pytest.approx(2 / 4)
+    assert metrics["x/acc_angry"] == pytest.approx(1 / 2)
+    # angry: tp 1, fp 1 (the happy face), fn 1 (the unanswered one) -> 2/4; happy: tp 1, fn 1 -> 2/3
+    assert metrics["x/f1_macro"] == pytest.approx((2 / 4 + 2 / 3) / 2)
+    probs = np.eye(7)[[0, 0, 3, 0]]
+    assert present_class_metrics(probs, labels, EMOTIONS, "x")["x/acc"] == pytest.approx(3 / 4)  # the difference
+
+
+def _record(path: Path, label: str | None) -> dict:
+    probs = None if label is None else {name: float(name == label) for name in EMOTIONS}
+    return {"source": str(path), "label": label, "probs": probs}
+
+
+def test_score_predictions_groups_maps_drops_and_counts_unanswered(tmp_path: Path) -> None:
+    root = tmp_path / "faces"
+    records = [
+        _record(root / "anger" / "PublicTest_1.png", "angry"),
+        _record(root / "anger" / "PrivateTest_2.png", "sad"),
+        _record(root / "happy" / "PrivateTest_3.png", None),  # no face found
+        _record(root / "happy" / "PrivateTest_4.png", "happy"),
+        _record(root / "contempt" / "PublicTest_5.png", "happy"),  # dropped by the map
+    ]
+    jsonl = tmp_path / "predictions.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = score_predictions.score(jsonl, root, {"anger": "angry", "contempt": "null"},
+                                     ["PublicTest_", "PrivateTest_"])
+    assert result["dropped"] == {"contempt": 1}
+    public, private = result["groups"]["PublicTest"], result["groups"]["PrivateTest"]
+    assert (public["faces"], public["no_prediction"], public["PublicTest/acc"]) == (1, 0, 1.0)
+    assert (private["faces"], private["no_prediction"]) == (3, 1)
+    assert private["PrivateTest/acc"] == pytest.approx(1 / 3)
+    assert private["PrivateTest/acc_happy"] == pytest.approx(1 / 2)
+
+
+def test_score_predictions_names_an_unknown_folder(tmp_path: Path) -> None:
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps(_record(tmp_path / "smirk" / "a.png", "happy")) + "\n")
+    with pytest.raises(SystemExit, match="smirk"):
+        score_predictions.score(jsonl, tmp_path, {}, [])
+
+
+def test_prior_correction_tau0_is_the_model_and_tau1_favours_the_rare_class(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for stem in ("val", "test", "test_ckplus"):
+        labels = np.concatenate([np.arange(7), rng.integers(0, 7, 50)])
+        probs = rng.dirichlet(np.ones(7), size=len(labels))
+        np.save(tmp_path / f"probs_{stem}.npy", probs)
+        np.save(tmp_path / f"labels_{stem}.npy", labels)
+    counts = [4000, 400, 4000, 7000, 4800, 3200, 5000]
+    rows = prior_correction.sweep(tmp_path, counts, [0.0, 1.0])
+    probs, labels = np.load(tmp_path / "probs_val.npy"), np.load(tmp_path / "labels_val.npy")
+    assert rows[0]["PublicTest"] == present_class_metrics(probs, labels, EMOTIONS, "PublicTest")
+    prior = np.log(np.array(counts) / sum(counts))
+    adjusted = prior_correction.adjusted(probs, prior, 1.0)
+    assert np.allclose(adjusted.sum(axis=1), 1.0)
+    # dividing by the prior: disgust (the rarest) is predicted at least as often as before, happy at most
+    before, after = probs.argmax(axis=1), adjusted.argmax(axis=1)
+    assert (after == 1).sum() > (before == 1).sum()
+    assert (after == 3).sum() <= (before == 3).sum()
+
+
+def _metrics(experiment: str, fraction: float, faces: int, seed: int, val: float, **extra: object) -> dict:
+    return {"experiment": experiment, "train_fraction": fraction, "train_images": faces, "seed": seed,
+            "epochs": 15, "val/acc_best": val, "test/acc": val + 0.01, "test/ckplus/acc": val - 0.05,
+            "train_time_s": 60.0, "truncated": [], **extra}
+
+
+def test_data_efficiency_averages_seeds_and_refuses_a_cut_run(tmp_path: Path) -> None:
+    files = []
+    for seed, val in ((1, 0.40), (2, 0.44)):
+        files.append(tmp_path / f"cpu_budget_f0.05_s{seed}.json")
+        files[-1].write_text(json.dumps(_metrics("cpu_budget", 0.05, 1437, seed, val)))
+    files.append(tmp_path / "efficientnet_lite0_f0.05.json")
+    files[-1].write_text(json.dumps(_metrics("efficientnet_lite0", 0.05, 1437, 1, 0.30)))
+    groups = data_efficiency.load(files)
+    table = data_efficiency.markdown(groups)
+    assert "| compact CNN, scratch | 1,437 (5%) | 15 | 1,2 | 42.00 ± 2.83 |" in table
+    assert "| Lite0 ImageNet, full fine-tuning | 1,437 (5%) | 15 | 1 | 30.00 |" in table
+    data_efficiency.figure(groups, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(_metrics("cpu_budget", 0.1, 2871, 1, 0.5, truncated=["max_time"])))
+    with pytest.raises(SystemExit, match="truncated"):
+        data_efficiency.load([cut])
