@@ -75,3 +75,43 @@ def test_accuracy_on_real_fer2013_matches_the_model_card(kind) -> None:
                                     for i in range(0, len(images), 512)])
         assert float((predicted == labels).mean()) == pytest.approx(CARD["evaluation"][kind][split]["acc"], abs=1e-9)
     assert CARD["evaluation"][kind]["PrivateTest"]["acc"] > 0.6
+
+
+def test_card_reports_faces_from_elsewhere() -> None:
+    """The card states the CK+ dev numbers it holds; a card without them says they were not measured."""
+    card_text = (ASSETS_DIR / "MODEL_CARD.md").read_text()
+    ck = CARD["evaluation"]["ckpt"]["CK+ dev"]
+    assert f"**{ck['acc']:.2%}**" in card_text and "## Faces from elsewhere" in card_text
+    assert all(f"{name} {acc:.1%}" in card_text for name, acc in ck["acc_per_class"].items())
+    ship_model = _load_ship_model()
+    without = json.loads(json.dumps(CARD))
+    for kind in ("ckpt", "onnx"):
+        del without["evaluation"][kind]["CK+ dev"]
+    assert "Not measured for this file" in ship_model.render_card(without)
+    assert ship_model.render_card(CARD) == card_text  # the committed card is what the script renders
+
+
+@pytest.mark.skipif(not os.environ.get("CKPLUS_ROOT"), reason="CKPLUS_ROOT is not set (CK+ dev not available)")
+@pytest.mark.parametrize("kind", ["ckpt", "onnx"])
+def test_accuracy_on_ckplus_dev_matches_the_model_card(kind) -> None:
+    from fer_lightning.data.folder_faces import read_labelled_folder
+    from fer_lightning.metrics import present_class_metrics
+
+    faces = read_labelled_folder(os.environ["CKPLUS_ROOT"], {"anger": "angry", "sadness": "sad", "contempt": None})
+    recognizer = EmotionRecognizer.from_checkpoint(shipped_model_file(kind), detector="none")
+    metrics = present_class_metrics(recognizer.predict_faces(list(faces.images)), faces.labels, EMOTIONS, "ck")
+    card = CARD["evaluation"][kind]["CK+ dev"]
+    assert card["n"] == len(faces.labels) and card["dropped"] == faces.dropped
+    assert metrics["ck/acc"] == pytest.approx(card["acc"], abs=1e-9)
+    assert {name: metrics[f"ck/acc_{name}"] for name in faces.classes} == pytest.approx(card["acc_per_class"])
+
+
+def _load_ship_model():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "inference" / "ship_model.py"
+    spec = importlib.util.spec_from_file_location("ship_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
