@@ -119,3 +119,34 @@ def test_data_efficiency_averages_seeds_and_refuses_a_cut_run(tmp_path: Path) ->
     cut.write_text(json.dumps(_metrics("cpu_budget", 0.1, 2871, 1, 0.5, truncated=["max_time"])))
     with pytest.raises(SystemExit, match="truncated"):
         data_efficiency.load([cut])
+
+
+@pytest.mark.parametrize("script, rows", [
+    ("experiments/cross_dataset/run_ablations.sh", []),
+    ("experiments/scratch_vs_transfer/run_data_efficiency.sh", []),
+    ("experiments/scratch_vs_transfer/run_data_efficiency.sh", ["cpu_budget:0.1:2"]),
+])
+def test_every_queued_row_composes(script: str, rows: list[str], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The long-run queues' rows are real overrides: a typo would otherwise surface an hour into a queue."""
+    import os
+    import subprocess
+
+    from conftest import compose_train_cfg
+
+    monkeypatch.setenv("CKPLUS_ROOT", str(tmp_path / "ck"))  # what the queue's own environment gives training
+    env = dict(os.environ, DRY_RUN="1", FER2013_ROOT=str(tmp_path / "fer"))
+    result = subprocess.run(["bash", str(REPO / script), *rows], capture_output=True, text=True, env=env,
+                            timeout=60, check=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) >= max(1, len(rows)), result.stdout
+    for line in lines:
+        name, _, overrides = line.partition(": ")
+        cfg = compose_train_cfg(tmp_path / name, overrides.split())
+        assert cfg.trainer.max_epochs == 15 and cfg.extra_test.ckplus.root == str(tmp_path / "ck"), name
+        if "_f" in name:
+            assert cfg.data.train_fraction == float(name.split("_f")[1].split("_")[0])
+        if name.endswith("_s2"):
+            assert cfg.seed == 2
+        if name == "distill_shipped":
+            assert cfg.model.distill.teachers == ["fer_lightning/assets/fer2013_compact_cnn.ckpt"]

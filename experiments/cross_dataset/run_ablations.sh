@@ -3,6 +3,7 @@
 # one idea per row, each selected on PublicTest and scored on PrivateTest and CK+ dev (extra_test=ckplus).
 #   FER2013_ROOT=../shared/data/fer2013.zip CKPLUS_ROOT=../shared/data/ckplus48_dev.zip \
 #       bash experiments/cross_dataset/run_ablations.sh [ROW ...]     # default: every row, one after another
+# DRY_RUN=1 prints each row's overrides instead of running it.
 # Runs land in outputs/cross_dataset/<row>/ (metrics.json, confusion_matrix_ckplus.png); the results table is
 # made from them by experiments/cross_dataset/table.py.
 set -euo pipefail
@@ -19,9 +20,12 @@ declare -A ROWS=(
   [robust_classweighted]="transforms=robust model.loss.class_weighted=true"
   [robust_mixing]="transforms=robust model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   [robust_balanced_sampling]="transforms=robust data.weighted_sampling=true"
+  # the 40-epoch packaged model teaches a 15-epoch student of the same network (T=4, weight 0.5)
+  [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
 )
-ORDER=(standard robust robust_classweighted robust_mixing robust_balanced_sampling)
+ORDER=(standard robust robust_classweighted robust_mixing robust_balanced_sampling distill_shipped)
 for row in "${@:-${ORDER[@]}}"; do
+  if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
   dir="outputs/cross_dataset/$row"
   if [ -f "$dir/metrics.json" ]; then echo "$row: done ($dir/metrics.json)"; continue; fi
   resume=() run_id=()

@@ -3,7 +3,7 @@
 # (data.train_fraction), selected on PublicTest, scored on PrivateTest and CK+ dev (extra_test=ckplus).
 #   FER2013_ROOT=../shared/data/fer2013.zip CKPLUS_ROOT=../shared/data/ckplus48_dev.zip \
 #       bash experiments/scratch_vs_transfer/run_data_efficiency.sh [ARM:FRACTION[:SEED] ...]
-# ARM is an experiment config (cpu_budget, efficientnet_lite0_probe, efficientnet_lite0); SEED defaults to 1.
+# DRY_RUN=1 prints each row's overrides instead of running it. ARM is an experiment config (cpu_budget, efficientnet_lite0_probe, efficientnet_lite0); SEED defaults to 1.
 # Runs land in outputs/data_eff/<arm>_f<fraction>[_s<seed>]/; a cut run resumes from its folder when the same row is
 # queued again, and a finished one is skipped. Each finished run's metrics.json is copied next to this script
 # (data_efficiency/), where experiments/scratch_vs_transfer/data_efficiency.py makes the table and the figure.
@@ -23,6 +23,9 @@ for row in "${@:-${DEFAULT_ROWS[@]}}"; do
   name="${arm}_f${fraction}"
   if [ "$seed" != 1 ]; then name="${name}_s${seed}"; fi
   dir="outputs/data_eff/$name"
+  overrides=("+experiment=$arm" "data.root=$FER2013_ROOT" "data.train_fraction=$fraction" "trainer.max_epochs=$EPOCHS"
+             "seed=$seed" extra_test=ckplus logger=csv callbacks.progress_bar=null)
+  if [ -n "${DRY_RUN:-}" ]; then echo "$name: ${overrides[*]}"; continue; fi  # the overrides, for tests
   if [ -f "$dir/metrics.json" ]; then
     echo "$name: done ($dir/metrics.json)"; cp "$dir/metrics.json" "$RESULTS/$name.json"; continue
   fi
@@ -33,9 +36,8 @@ for row in "${@:-${DEFAULT_ROWS[@]}}"; do
       "$dir/.run_id.json")")
   fi
   echo "$(date -u +%FT%TZ) $name ${resume[*]}"
-  env "${run_id[@]}" /usr/bin/time -f "$name wall %e s" python -m fer_lightning "+experiment=$arm" "data.root=$FER2013_ROOT" \
-      "data.train_fraction=$fraction" "trainer.max_epochs=$EPOCHS" "seed=$seed" extra_test=ckplus logger=csv \
-      callbacks.progress_bar=null "${resume[@]}" "hydra.run.dir=$dir" > "outputs/data_eff/$name.log" 2>&1
+  env "${run_id[@]}" /usr/bin/time -f "$name wall %e s" python -m fer_lightning "${overrides[@]}" "${resume[@]}" \
+      "hydra.run.dir=$dir" > "outputs/data_eff/$name.log" 2>&1
   tail -n 1 "outputs/data_eff/$name.log"
   cp "$dir/metrics.json" "$RESULTS/$name.json"
 done
