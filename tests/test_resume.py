@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,10 +75,13 @@ def test_a_run_killed_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(t
 def test_ctrl_c_saves_a_checkpoint_closes_wandb_and_the_run_resumes(tmp_path: Path) -> None:
     run = [*RUN, "data.num_workers=0", "logger=wandb"]
     ctrl_c = "+callbacks.kill={_target_:kill_switch.KillAt,epoch:1,batch:4,signal_name:SIGINT}"
+    started = time.monotonic()
     stopped = _cli([*run, ctrl_c, f"hydra.run.dir={tmp_path / 'stopped'}"], tmp_path)
     assert stopped.returncode == 1, stopped.stderr[-3000:]
     interrupted = tmp_path / "stopped" / "checkpoints" / "interrupted.ckpt"
     assert _checkpoint_position(interrupted) == (1, 14)  # mid-epoch 1: 10 batches of epoch 0 + 4
+    timer_state = torch.load(interrupted, map_location="cpu", weights_only=False)["callbacks"]["EpochTimer"]
+    assert timer_state["total_train_time_s"] > 0  # epoch 0 and the 4 batches of epoch 1 travel with the run
     assert f"ckpt_path={tmp_path / 'stopped'}" in stopped.stdout + stopped.stderr  # tells how to resume
     (wandb_run,) = (tmp_path / "stopped" / "wandb").glob("offline-run-*")
     (log_file,) = wandb_run.glob("run-*.wandb")
@@ -90,6 +94,8 @@ def test_ctrl_c_saves_a_checkpoint_closes_wandb_and_the_run_resumes(tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["global_step"] == 30
+    # Training time is both parts' training, not the clock since boot for the epoch resumed in its middle
+    assert timer_state["total_train_time_s"] < metrics["train_time_s"] < time.monotonic() - started
     assert _wandb_run_ids(tmp_path / "resumed") == [wandb_run.name.rsplit("-", 1)[-1]]
 
 
