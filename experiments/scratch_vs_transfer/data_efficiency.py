@@ -59,7 +59,7 @@ def markdown(groups: dict[tuple[str, int], list[dict]]) -> str:
     header = ["arm", "training faces (share)", "epochs", "seeds", *METRICS, "CK+ disgust", "train min (each)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for (arm, faces), runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        minutes = ", ".join(f"{(r.get('train_time_s') or 0) / 60:.1f}" for r in runs)
+        minutes = ", ".join("n/a" if r.get("train_time_s") is None else f"{r['train_time_s'] / 60:.1f}" for r in runs)
         cells = [ARM_NAMES.get(arm, arm), f"{faces:,} ({runs[0]['train_fraction']:.0%})", str(runs[0]["epochs"]),
                  ",".join(str(r["seed"]) for r in runs), *(_cell(runs, key) for key in METRICS.values()),
                  _cell(runs, "test/ckplus/acc_disgust"), minutes]
