@@ -28,6 +28,14 @@ def test_class_weighted_loss_uses_the_training_split_counts() -> None:
     torch.testing.assert_close(model.class_weights, dm.class_weights())
     assert model.class_weights[1] > 3 * model.class_weights[0]  # the rare class weighs more
 
+    milder = FERClassifier("compact_cnn", optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
+                           loss={"class_weighted": True, "class_weight_power": 0.5})
+    Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(milder, datamodule=dm)
+    torch.testing.assert_close(milder.class_weights, dm.class_weights().sqrt())
+    with pytest.raises(ValueError, match="class_weight_power must be >= 0"):
+        FERClassifier("compact_cnn", loss={"class_weighted": True, "class_weight_power": -1})
+
 
 def test_recipe_settings_come_in_groups_and_unknown_fields_are_named() -> None:
     model = FERClassifier("compact_cnn", loss={"label_smoothing": 0.2}, finetune={"mode": "linear_probe"},
@@ -35,7 +43,8 @@ def test_recipe_settings_come_in_groups_and_unknown_fields_are_named() -> None:
     assert model.loss_settings == LossSettings(label_smoothing=0.2, class_weighted=False)
     assert model.finetune_settings.mode == "linear_probe" and model.mixing_settings.mixup_alpha == 0.4
     assert model.speed_settings.channels_last and not model.speed_settings.compile
-    assert model.hparams.loss == {"label_smoothing": 0.2, "class_weighted": False}  # plain dicts in checkpoints
+    assert model.hparams.loss == {"label_smoothing": 0.2, "class_weighted": False,
+                                  "class_weight_power": 1.0}  # plain dicts in checkpoints
     with pytest.raises(ValueError, match=r"model.mixing has no \['mixup'\]; its settings are"):
         FERClassifier("compact_cnn", mixing={"mixup": 0.4})
     with pytest.raises(ValueError, match="model.finetune.mode must be one of"):

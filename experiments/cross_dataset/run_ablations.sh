@@ -20,10 +20,13 @@ declare -A ROWS=(
   [robust_classweighted]="transforms=robust model.loss.class_weighted=true"
   [robust_mixing]="transforms=robust model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   [robust_balanced_sampling]="transforms=robust data.weighted_sampling=true"
+  [sqrt_classweighted]="model.loss.class_weighted=true model.loss.class_weight_power=0.5"
+  [mixing]="model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   # the 40-epoch packaged model teaches a 15-epoch student of the same network (T=4, weight 0.5)
   [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
 )
-ORDER=(standard robust robust_classweighted robust_mixing robust_balanced_sampling distill_shipped)
+ORDER=(standard robust robust_classweighted distill_shipped sqrt_classweighted mixing robust_mixing
+       robust_balanced_sampling)
 for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
   dir="outputs/cross_dataset/$row"
