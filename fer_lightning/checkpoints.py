@@ -16,7 +16,7 @@ import contextlib
 import pickle
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ class CheckpointMeta:
     input_size: int
     in_chans: int
     gray_input: str
+    net_kwargs: dict[str, Any]  # the network's own arguments (model.net_kwargs); {} = its defaults
     epoch: int | None
     global_step: int | None
     hyper_parameters: dict[str, Any] = field(repr=False)
@@ -66,7 +67,7 @@ class CheckpointMeta:
 
     def describe(self, with_class_names: bool = False) -> str:
         return _describe(self.backbone, self.num_classes, self.class_names, self.input_size, self.in_chans,
-                         self.gray_input, with_class_names)
+                         self.gray_input, self.net_kwargs, with_class_names)
 
 
 def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
@@ -97,6 +98,7 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
         input_size=int(hparams.get("input_size", 48)),
         in_chans=int(hparams.get("in_chans", 1)),
         gray_input=str(hparams.get("gray_input", "sum")),
+        net_kwargs=dict(hparams.get("net_kwargs") or {}),
         epoch=_int_or_none(checkpoint.get("epoch")),
         global_step=_int_or_none(checkpoint.get("global_step")),
         hyper_parameters=hparams,
@@ -132,7 +134,8 @@ def check_checkpoint_matches(path: str | Path, model_cfg: DictConfig) -> Checkpo
     meta = read_checkpoint_meta(path)
     wanted = _model_settings(model_cfg)
     found = {"backbone": meta.backbone, "num_classes": meta.num_classes, "class_names": meta.class_names,
-             "input_size": meta.input_size, "in_chans": meta.in_chans, "gray_input": meta.gray_input}
+             "input_size": meta.input_size, "in_chans": meta.in_chans, "gray_input": meta.gray_input,
+             "net_kwargs": meta.net_kwargs}
     differing = [name for name, value in wanted.items() if value is not None and value != found[name]]
     if not differing:
         return meta
@@ -236,10 +239,20 @@ def _int_or_none(value: Any) -> int | None:
 # --- Comparing ------------------------------------------------------------------------------------------------
 
 def _describe(backbone: str, num_classes: int, class_names: Sequence[str], input_size: int, in_chans: int,
-              gray_input: str, with_class_names: bool = False) -> str:
+              gray_input: str, net_kwargs: dict[str, Any] | None = None, with_class_names: bool = False) -> str:
     classes = f"{num_classes} classes" + (f" {list(class_names)}" if with_class_names else "")
     channels = "" if (in_chans, gray_input) == (1, "sum") else f", in_chans={in_chans} gray_input={gray_input}"
-    return f"backbone '{backbone}' ({classes}, {input_size} px{channels})"
+    arguments = f", net_kwargs={_override_value(net_kwargs)}" if net_kwargs else ""
+    return f"backbone '{backbone}' ({classes}, {input_size} px{channels}{arguments})"
+
+
+def _override_value(value: Any) -> str:
+    """A value as a Hydra override writes it: {widths:[32,64],hidden:512}."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(item) for item in value) + "]"
+    return str(value)
 
 
 def _model_settings(model_cfg: DictConfig) -> dict[str, Any]:
@@ -262,7 +275,27 @@ def _model_settings(model_cfg: DictConfig) -> dict[str, Any]:
         "input_size": None if setting("input_size", 48) is None else int(setting("input_size", 48)),
         "in_chans": None if setting("in_chans", 1) is None else int(setting("in_chans", 1)),
         "gray_input": setting("gray_input", "sum"),
+        "net_kwargs": _net_kwargs_setting(setting("net_kwargs", {})),
     }
+
+
+def _net_kwargs_setting(value: Any) -> dict[str, Any] | None:
+    try:
+        return plain_net_kwargs(value)
+    except TypeError:
+        return None  # FERClassifier names a malformed value itself
+
+
+def plain_net_kwargs(value: Any) -> dict[str, Any]:
+    """`model.net_kwargs` as plain data (dicts and lists): what a checkpoint stores, what `torch.load(
+    weights_only=True)` reads back, and what a run's network is compared with. Empty: the network's defaults."""
+    if value is None:
+        return {}
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"model.net_kwargs must be a mapping of the network's arguments, got {value!r}")
+    return {str(key): list(item) if isinstance(item, (list, tuple)) else item for key, item in value.items()}
 
 
 def _remedy(meta: CheckpointMeta, model_cfg: DictConfig, differing: list[str]) -> str:
@@ -287,6 +320,8 @@ def _remedy(meta: CheckpointMeta, model_cfg: DictConfig, differing: list[str]) -
         fixes.append(f"model.in_chans={meta.in_chans}")
     if "gray_input" in differing:
         fixes.append(f"model.gray_input={meta.gray_input}")
+    if "net_kwargs" in differing:
+        fixes.append(f"'model.net_kwargs={_override_value(meta.net_kwargs)}'")
     if "num_classes" in differing or "class_names" in differing:
         return ("Its classes cannot be changed by a resume: drop ckpt_path, or use a checkpoint trained on this "
                 "run's classes" + (f" (and {' '.join(fixes)})." if fixes else "."))

@@ -24,6 +24,7 @@ def check_train_inputs(cfg: DictConfig) -> None:
 
         check_checkpoint_matches(resolve_resume_path(cfg.ckpt_path), cfg.model)
     check_pretrained_weights(cfg.model)
+    check_network_arguments(cfg.model)
     if cfg.get("train", True):
         check_distill_teachers(cfg.model)
     check_data(cfg.data)
@@ -83,6 +84,15 @@ def check_extra_tests(node: DictConfig | None) -> None:
 
     for test_set in instantiate_extra_tests(node):
         test_set.load()
+
+
+def check_network_arguments(model_cfg: DictConfig) -> None:
+    """`model.net_kwargs` names only arguments the network takes (for the project's own networks, whose
+    signatures are known without building them; timm checks its models' arguments when it builds them)."""
+    from fer_lightning.checkpoints import plain_net_kwargs
+    from fer_lightning.models.factory import check_net_kwargs
+
+    check_net_kwargs(str(model_cfg.get("backbone")), plain_net_kwargs(model_cfg.get("net_kwargs")))
 
 
 def check_pretrained_weights(model_cfg: DictConfig) -> None:

@@ -15,7 +15,7 @@ import pytest
 from fer_lightning.cli_checks import ConfigError, check_argv
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("Scaling out", "Interrupted runs and exact resume", "Determinism", "Troubleshooting",
+SECTIONS = ("Experiments", "Scaling out", "Interrupted runs and exact resume", "Determinism", "Troubleshooting",
             "Accuracy beyond FER2013: cross-dataset tests, robust training, distillation")
 APPS = {"fer_lightning": "train", "fer_lightning.evaluate": "eval"}
 

@@ -19,6 +19,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from fer_lightning.callbacks.ema import EMA
 from fer_lightning.callbacks.finetuning import FINETUNE_MODES, FinetuneSchedule
 from fer_lightning.callbacks.rng import RNGState
+from fer_lightning.checkpoints import plain_net_kwargs
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.metrics import metric_key, named_values, stage_metrics
 from fer_lightning.models.distill import (
@@ -157,6 +158,7 @@ class FERClassifier(LightningModule):
         input_mean: float = 0.5,
         input_std: float = 0.25,
         gray_input: str = "sum",
+        net_kwargs: Mapping[str, Any] | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/loss",
@@ -168,10 +170,11 @@ class FERClassifier(LightningModule):
         distill: Mapping[str, Any] | None = None,
         **legacy_flat_settings: Any,
     ) -> None:
-        """Three blocks. The network and its input (`backbone` ... `gray_input`): what a checkpoint rebuilds and
-        what resuming checks, flat because every tool reads them. The optimisation (`optimizer`, `scheduler`,
-        `scheduler_monitor`). The training recipe, one group per concern, each a mapping of the fields of
-        `LossSettings`, `FinetuneSettings`, `MixingSettings`, `SpeedSettings` and `DistillSettings` (missing
+        """Three blocks. The network and its input (`backbone` ... `net_kwargs`): what a checkpoint rebuilds and
+        what resuming checks, flat because every tool reads them; `net_kwargs` are the network's own arguments (e.g.
+        CompactCNN's `widths`), so a wider or deeper variant needs no new class. The optimisation (`optimizer`,
+        `scheduler`, `scheduler_monitor`). The training recipe, one group per concern, each a mapping of the fields
+        of `LossSettings`, `FinetuneSettings`, `MixingSettings`, `SpeedSettings` and `DistillSettings` (missing
         fields keep their defaults), plus `ema_decay` (0 = off: validate, checkpoint and ship an EMA of the
         weights). The distillation teachers are loaded only when fitting starts (`setup`), so loading a distilled
         student's checkpoint never needs their files.
@@ -198,6 +201,7 @@ class FERClassifier(LightningModule):
         loss, finetune = asdict(loss_settings), asdict(finetune_settings)
         mixing, speed = asdict(mixing_settings), asdict(speed_settings)
         distill = distill_settings.as_hparams()
+        net_kwargs = plain_net_kwargs(net_kwargs)
         if len(class_names) != num_classes:
             raise ValueError(f"model.class_names has {len(class_names)} names for num_classes={num_classes}")
         if gray_input not in ("sum", "repeat"):
@@ -214,7 +218,8 @@ class FERClassifier(LightningModule):
         self.class_names = tuple(class_names)
         net_in_chans = 3 if gray_input == "repeat" else in_chans
         self.net = create_network(backbone, num_classes=num_classes, in_chans=net_in_chans, pretrained=pretrained,
-                                  drop_rate=drop_rate, input_size=input_size, pretrained_file=pretrained_file)
+                                  drop_rate=drop_rate, input_size=input_size, pretrained_file=pretrained_file,
+                                  net_kwargs=net_kwargs)
         self.register_buffer("class_weights", torch.ones(num_classes))
         self.train_metrics = stage_metrics(num_classes)
         self.val_metrics = stage_metrics(num_classes)
