@@ -41,6 +41,7 @@ def test_scratch_vs_transfer_sweep_runs_every_arm(tmp_path: Path) -> None:
     assert (sweep_dir / "accuracy.png").is_file() and (sweep_dir / "confusion_matrices.png").is_file()
 
 
+@pytest.mark.slow  # the joblib and submitit launchers' tests below check the same survival in CI
 def test_a_failing_job_does_not_stop_its_siblings(tmp_path: Path) -> None:
     # the second arm asks for a weights file that does not exist: it must fail loudly, the others must finish
     result = _run(["--multirun", "+experiment=compact_cnn", "model.pretrained=false,true",
