@@ -150,3 +150,20 @@ def test_every_queued_row_composes(script: str, rows: list[str], tmp_path: Path,
             assert cfg.seed == 2
         if name == "distill_shipped":
             assert cfg.model.distill.teachers == ["fer_lightning/assets/fer2013_compact_cnn.ckpt"]
+
+
+def test_a_queued_row_resumes_its_cut_run_in_its_own_folder_under_its_own_id(tmp_path: Path) -> None:
+    """Without the run's own id the folder refuses the resumed run ("already belongs to run ..."): the queues
+    pass FER_LIGHTNING_RUN_ID from .run_id.json, and nothing while the folder has no checkpoint yet."""
+    import subprocess
+
+    run = tmp_path / "row"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".run_id.json").write_text(json.dumps({"run_id": "2026-12-02_14-55-23_vm-15400"}))
+    helper = REPO / "experiments" / "resume_in_place.sh"
+    script = f'source {helper}; resume_in_place {run}; echo "${{RESUME[*]}}|${{RUN_ID[*]}}"'
+    before = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert before == "|"  # a folder without a checkpoint starts afresh
+    (run / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
+    after = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert after == f"ckpt_path={run}|FER_LIGHTNING_RUN_ID=2026-12-02_14-55-23_vm-15400"

@@ -8,6 +8,8 @@
 # made from them by experiments/cross_dataset/table.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=experiments/resume_in_place.sh
+source experiments/resume_in_place.sh
 : "${FER2013_ROOT:?set FER2013_ROOT to FER2013 (zip, folder or csv)}"
 : "${CKPLUS_ROOT:?set CKPLUS_ROOT to the CK+ dev set (zip or folder)}"
 export WANDB_MODE="${WANDB_MODE:-offline}"
@@ -31,14 +33,9 @@ for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
   dir="outputs/cross_dataset/$row"
   if [ -f "$dir/metrics.json" ]; then echo "$row: done ($dir/metrics.json)"; continue; fi
-  resume=() run_id=()
-  if [ -f "$dir/checkpoints/last.ckpt" ]; then  # continue the cut run in its own folder, under its own run id
-    resume=("ckpt_path=$dir")
-    run_id=("FER_LIGHTNING_RUN_ID=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' \
-      "$dir/.run_id.json")")
-  fi
+  resume_in_place "$dir"  # a cut run continues in its own folder
   echo "$(date -u +%FT%TZ) $row: ${ROWS[$row]}"
   # shellcheck disable=SC2086  # a row's overrides are words
-  env "${run_id[@]}" /usr/bin/time -f "$row wall %e s" python -m fer_lightning "${BASE[@]}" ${ROWS[$row]} "${resume[@]}" \
+  env "${RUN_ID[@]}" /usr/bin/time -f "$row wall %e s" python -m fer_lightning "${BASE[@]}" ${ROWS[$row]} "${RESUME[@]}" \
       "hydra.run.dir=$dir" > "outputs/cross_dataset/$row.log" 2>&1
 done

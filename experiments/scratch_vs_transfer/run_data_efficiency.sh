@@ -9,6 +9,8 @@
 # (data_efficiency/), where experiments/scratch_vs_transfer/data_efficiency.py makes the table and the figure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=experiments/resume_in_place.sh
+source experiments/resume_in_place.sh
 : "${FER2013_ROOT:?set FER2013_ROOT to FER2013 (zip, folder or csv)}"
 : "${CKPLUS_ROOT:?set CKPLUS_ROOT to the CK+ dev set (zip or folder)}"
 export WANDB_MODE="${WANDB_MODE:-offline}"
@@ -29,14 +31,9 @@ for row in "${@:-${DEFAULT_ROWS[@]}}"; do
   if [ -f "$dir/metrics.json" ]; then
     echo "$name: done ($dir/metrics.json)"; cp "$dir/metrics.json" "$RESULTS/$name.json"; continue
   fi
-  resume=() run_id=()
-  if [ -f "$dir/checkpoints/last.ckpt" ]; then  # continue the cut run in its own folder, under its own run id
-    resume=("ckpt_path=$dir")
-    run_id=("FER_LIGHTNING_RUN_ID=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' \
-      "$dir/.run_id.json")")
-  fi
-  echo "$(date -u +%FT%TZ) $name ${resume[*]}"
-  env "${run_id[@]}" /usr/bin/time -f "$name wall %e s" python -m fer_lightning "${overrides[@]}" "${resume[@]}" \
+  resume_in_place "$dir"  # a cut run continues in its own folder
+  echo "$(date -u +%FT%TZ) $name ${RESUME[*]}"
+  env "${RUN_ID[@]}" /usr/bin/time -f "$name wall %e s" python -m fer_lightning "${overrides[@]}" "${RESUME[@]}" \
       "hydra.run.dir=$dir" > "outputs/data_eff/$name.log" 2>&1
   tail -n 1 "outputs/data_eff/$name.log"
   cp "$dir/metrics.json" "$RESULTS/$name.json"
