@@ -179,3 +179,17 @@ def _own_wandb_service_per_test() -> Iterator[None]:
 
         wandb.teardown()
         os.environ.pop("WANDB_SERVICE", None)
+
+
+def load_experiment_script(relative: str, name: str | None = None):
+    """An `experiments/` script imported as a module (they are scripts, not a package), registered under `name`
+    (its file stem by default) so that its dataclasses can find their module."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name or path.stem] = module
+    spec.loader.exec_module(module)
+    return module

@@ -3,13 +3,12 @@ data-efficiency table. Each is checked on hand-made inputs whose answer is known
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_experiment_script
 
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.metrics import NO_PREDICTION, present_class_metrics, present_class_metrics_of_predictions
@@ -17,18 +16,9 @@ from fer_lightning.metrics import NO_PREDICTION, present_class_metrics, present_
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(relative: str):
-    path = REPO / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-score_predictions = _load("experiments/cross_dataset/score_predictions.py")
-prior_correction = _load("experiments/cross_dataset/prior_correction.py")
-data_efficiency = _load("experiments/scratch_vs_transfer/data_efficiency.py")
+score_predictions = load_experiment_script("experiments/cross_dataset/score_predictions.py")
+prior_correction = load_experiment_script("experiments/cross_dataset/prior_correction.py")
+data_efficiency = load_experiment_script("experiments/scratch_vs_transfer/data_efficiency.py")
 
 
 def test_no_prediction_is_wrong_and_nobody_elses_false_positive() -> None:

@@ -7,7 +7,6 @@ checks the full plan's commands. The scheduler's failure handling is checked wit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_experiment_script
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "experiments" / "gpu" / "run.sh"
@@ -26,15 +26,7 @@ ARMS = ("scratch_cnn", "efficientnet_lite0_random", "efficientnet_lite0_probe", 
 JOBS = ("vgg_fer", *ARMS, "robust")
 
 
-def _load_plan():
-    spec = importlib.util.spec_from_file_location("gpu_plan", REPO / "experiments" / "gpu" / "plan.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_plan"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-plan = _load_plan()
+plan = load_experiment_script("experiments/gpu/plan.py", "gpu_plan")
 
 
 def _env(**extra: str) -> dict[str, str]:

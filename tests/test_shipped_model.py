@@ -10,7 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import face_photo, real_fer2013_root, requires_fer2013
+from conftest import face_photo, load_experiment_script, real_fer2013_root, requires_fer2013
 
 from fer_lightning.assets import ASSETS_DIR, SHIPPED_MODEL_STEM, shipped_model_file
 from fer_lightning.inference.classifier import TorchEmotionClassifier, load_classifier
@@ -83,7 +83,7 @@ def test_card_reports_faces_from_elsewhere() -> None:
     ck = CARD["evaluation"]["ckpt"]["CK+ dev"]
     assert f"**{ck['acc']:.2%}**" in card_text and "## Faces from elsewhere" in card_text
     assert all(f"{name} {acc:.1%}" in card_text for name, acc in ck["acc_per_class"].items())
-    ship_model = _load_ship_model()
+    ship_model = load_experiment_script("experiments/inference/ship_model.py")
     without = json.loads(json.dumps(CARD))
     for kind in ("ckpt", "onnx"):
         del without["evaluation"][kind]["CK+ dev"]
@@ -104,14 +104,3 @@ def test_accuracy_on_ckplus_dev_matches_the_model_card(kind) -> None:
     assert card["n"] == len(faces.labels) and card["dropped"] == faces.dropped
     assert metrics["ck/acc"] == pytest.approx(card["acc"], abs=1e-9)
     assert {name: metrics[f"ck/acc_{name}"] for name in faces.classes} == pytest.approx(card["acc_per_class"])
-
-
-def _load_ship_model():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "inference" / "ship_model.py"
-    spec = importlib.util.spec_from_file_location("ship_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
