@@ -26,8 +26,10 @@ declare -A ROWS=(
   [mixing]="model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   # the 40-epoch packaged model teaches a 15-epoch student of the same network (T=4, weight 0.5)
   [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
+  # the candidate for shipping: the same student for cpu_budget's full 60 epochs (= +experiment=distill)
+  [distill_shipped_60]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt] trainer.max_epochs=60"
 )
-ORDER=(standard robust robust_classweighted distill_shipped sqrt_classweighted mixing robust_mixing
+ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
        robust_balanced_sampling)
 for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
