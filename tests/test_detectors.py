@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import subprocess
@@ -24,6 +25,7 @@ from fer_lightning.inference.detectors import (
     WholeImageDetector,
     YuNetDetector,
     create_detector,
+    decode_yunet,
     yunet_model_path,
 )
 
@@ -64,12 +66,18 @@ def assert_valid(detections: list[Detection], image: np.ndarray) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
-@pytest.fixture(scope="module")
-def yunet() -> YuNetDetector:
+@functools.cache
+def _yunet(runtime: str) -> YuNetDetector:
     path = yunet_model_file()
     if path is None:
         pytest.skip(f"{YUNET_ENV} is not set (YuNet model file not available)")
-    return YuNetDetector(model_path=path)
+    return YuNetDetector(model_path=path, runtime=runtime)
+
+
+@pytest.fixture(params=["onnxruntime", "opencv"])
+def yunet(request: pytest.FixtureRequest) -> YuNetDetector:
+    """Every YuNet test runs on both runtimes: onnxruntime (the default) must behave as OpenCV's detector."""
+    return _yunet(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +85,15 @@ def haar() -> HaarDetector:
     return HaarDetector()
 
 
-@pytest.fixture(params=["haar", "yunet"])
+@pytest.fixture(params=["haar", "yunet", "yunet_opencv"])
 def detector(request: pytest.FixtureRequest) -> FaceDetector:
-    return request.getfixturevalue(request.param)
+    return _named(request, request.param)
+
+
+def _named(request: pytest.FixtureRequest, name: str) -> FaceDetector:
+    if name == "haar":
+        return request.getfixturevalue("haar")
+    return _yunet("opencv" if name == "yunet_opencv" else "onnxruntime")
 
 
 # --- One real face --------------------------------------------------------------------------------------------
@@ -313,6 +327,81 @@ def test_invalid_constructor_options() -> None:
         YuNetDetector(model_path=__file__, score_threshold=1.5)
 
 
+def test_unknown_yunet_runtime_is_refused() -> None:
+    with pytest.raises(ValueError, match="opencv"):
+        YuNetDetector(model_path=__file__, runtime="tensorrt")
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "opencv"])
+def test_unreadable_yunet_model_is_explained(runtime: str, tmp_path: Path) -> None:
+    broken = tmp_path / "yunet.onnx"
+    broken.write_bytes(b"not an onnx file")
+    with pytest.raises(DetectorUnavailable, match=re.escape(str(broken))) as info:
+        YuNetDetector(model_path=broken, runtime=runtime)
+    assert runtime in str(info.value) and "haar" in str(info.value)
+
+
+def _yunet_outputs(padded_hw: tuple[int, int]) -> list[np.ndarray]:
+    """YuNet-shaped raw outputs (cls, obj, bbox, kps per stride 8, 16, 32) with every score at zero."""
+    outputs: list[list[np.ndarray]] = [[], [], [], []]
+    for stride in (8, 16, 32):
+        anchors = (padded_hw[0] // stride) * (padded_hw[1] // stride)
+        for kind, width in enumerate((1, 1, 4, 10)):
+            outputs[kind].append(np.zeros((1, anchors, width), np.float32))
+    return [array for kind in outputs for array in kind]
+
+
+def test_decode_yunet_places_an_anchor_as_opencv_does() -> None:
+    """One stride-16 anchor at row 2, column 3 of a 64x96 input: centre (col + dx, row + dy) * stride, size
+    exp(dw, dh) * stride, landmarks (col + kx, row + ky) * stride, score sqrt(cls * obj), clamped to [0, 1]."""
+    outputs = _yunet_outputs((64, 96))
+    index = 2 * (96 // 16) + 3
+    outputs[1][0, index, 0] = 0.81  # cls_16
+    outputs[4][0, index, 0] = 1.7  # obj_16, clamped to 1
+    outputs[7][0, index] = [0.5, 0.25, np.log(2.0), np.log(3.0)]  # bbox_16
+    outputs[10][0, index] = np.arange(10, dtype=np.float32) / 10  # kps_16
+    (face,) = decode_yunet(outputs, (64, 96), score_threshold=0.6, nms_threshold=0.3, top_k=5000)
+    centre_x, centre_y, width, height = (3 + 0.5) * 16, (2 + 0.25) * 16, 2.0 * 16, 3.0 * 16
+    np.testing.assert_allclose(face[:4], [centre_x - width / 2, centre_y - height / 2, width, height], rtol=1e-6)
+    np.testing.assert_allclose(face[4:14:2], (3 + np.arange(0, 10, 2) / 10) * 16, rtol=1e-6)
+    np.testing.assert_allclose(face[5:14:2], (2 + np.arange(1, 10, 2) / 10) * 16, rtol=1e-6)
+    assert face[14] == pytest.approx(0.9)
+    assert decode_yunet(outputs, (64, 96), score_threshold=0.95, nms_threshold=0.3, top_k=5000).shape == (0, 15)
+
+
+def test_decode_yunet_suppresses_overlapping_boxes() -> None:
+    """Two neighbouring stride-8 anchors that see the same face give one detection, the more confident."""
+    outputs = _yunet_outputs((64, 64))
+    for index, score in ((9, 0.7), (10, 0.8)):
+        outputs[0][0, index, 0] = outputs[3][0, index, 0] = score
+        outputs[6][0, index] = [0.0, 0.0, np.log(4.0), np.log(4.0)]  # 32 px boxes 8 px apart
+    faces = decode_yunet(outputs, (64, 64), score_threshold=0.6, nms_threshold=0.3, top_k=5000)
+    assert len(faces) == 1 and faces[0, 14] == pytest.approx(0.8)
+    assert len(decode_yunet(outputs, (64, 64), score_threshold=0.6, nms_threshold=0.9, top_k=5000)) == 2
+
+
+@requires_yunet
+def test_yunet_runtimes_agree_on_many_faces() -> None:
+    """onnxruntime and OpenCV find the same faces, boxes and eyes in a photo of 8 faces from 24 to 160 px wide."""
+    photo = face_photo()
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+    x = 0
+    for width in (24, 32, 48, 64, 80, 100, 128, 160):
+        scale = width / FACE_BOX[2]
+        side = round(photo.shape[0] * scale)
+        tile = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)[:min(side, 300)]
+        canvas[:tile.shape[0], x:x + min(side, 1280 - x)] = tile[:, :min(side, 1280 - x)]
+        x += round(side * 0.45)
+    default = YuNetDetector(model_path=yunet_model_file())
+    assert default.runtime == "onnxruntime"  # the faster runtime is the default
+    fast = default.detect(canvas)
+    reference = YuNetDetector(model_path=yunet_model_file(), runtime="opencv").detect(canvas)
+    assert len(fast) >= 6
+    assert [d.box for d in fast] == [d.box for d in reference]
+    np.testing.assert_allclose([d.score for d in fast], [d.score for d in reference], atol=1e-4)
+    np.testing.assert_allclose([d.eyes for d in fast], [d.eyes for d in reference], atol=0.05)
+
+
 def test_missing_haar_cascade_is_explained() -> None:
     with pytest.raises(DetectorUnavailable, match="no_such_cascade.xml") as info:
         HaarDetector(cascade="no_such_cascade.xml")
@@ -322,9 +411,9 @@ def test_missing_haar_cascade_is_explained() -> None:
 # --- Input validation ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["haar", "yunet", "none"])
+@pytest.fixture(params=["haar", "yunet", "yunet_opencv", "none"])
 def any_detector(request: pytest.FixtureRequest) -> FaceDetector:
-    return WholeImageDetector() if request.param == "none" else request.getfixturevalue(request.param)
+    return WholeImageDetector() if request.param == "none" else _named(request, request.param)
 
 
 def test_rejects_non_uint8(any_detector: FaceDetector) -> None:

@@ -291,32 +291,45 @@ def yunet_model_path(model_path: str | Path | None = None, download: bool = True
     return cached
 
 
+YUNET_STRIDES = (8, 16, 32)  # the feature maps' strides; inputs are padded to a multiple of the largest
+YUNET_RUNTIMES = ("onnxruntime", "opencv")
+
+
 class YuNetDetector:
     """OpenCV's YuNet CNN (~230 kB ONNX): finds small, tilted and partly occluded faces that Haar misses.
 
-    The OpenCV detector object is built once; its input size is only reset when the frame size changes, so a
-    video stream of constant size pays no per-frame setup cost. Not thread-safe: use one instance per thread.
+    ``runtime="onnxruntime"`` (default) runs the network in onnxruntime and decodes its outputs here, exactly as
+    OpenCV's ``FaceDetectorYN`` does (same padding, scores, boxes, landmarks and NMS): on the 2-core dev CPU the
+    network took 4.8 ms per 640x480 frame there against 11.6 ms in OpenCV's DNN module, which made YuNet most of
+    the finder's time per frame. ``runtime="opencv"`` keeps ``cv2.FaceDetectorYN``. Not thread-safe: use one
+    instance per thread.
     """
 
     name = "yunet"
 
     def __init__(self, model_path: str | Path | None = None, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, top_k: int = 5000, max_side: int | None = 1280,
-                 download: bool = True) -> None:
+                 download: bool = True, runtime: str = "onnxruntime") -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if runtime not in YUNET_RUNTIMES:
+            raise ValueError(f"runtime must be one of {YUNET_RUNTIMES}, got {runtime!r}")
         self.model_path = yunet_model_path(model_path, download=download)
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)
         self.max_side = _check_max_side(max_side)
+        self.runtime = runtime
         self._input_size = (320, 320)
         try:
-            self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", self._input_size,
-                                                  self.score_threshold, self.nms_threshold, self.top_k)
-        except cv2.error as exc:
+            if runtime == "opencv":
+                self._net = cv2.FaceDetectorYN.create(str(self.model_path), "", self._input_size,
+                                                      self.score_threshold, self.nms_threshold, self.top_k)
+            else:
+                self._session, self._input_name = _yunet_session(self.model_path)
+        except (cv2.error, ValueError) as exc:
             raise DetectorUnavailable(
-                f"OpenCV could not load the YuNet model {str(self.model_path)!r} ({exc})", _YUNET_ADVICE) from exc
+                f"{runtime} could not load the YuNet model {str(self.model_path)!r} ({exc})", _YUNET_ADVICE) from exc
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         image = _validate(image)
@@ -325,19 +338,78 @@ class YuNetDetector:
         if pad_bottom or pad_right:  # bottom/right only, so box coordinates are unchanged; clipping drops the pad
             bgr = cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         bgr = np.ascontiguousarray(bgr)
-        size = (bgr.shape[1], bgr.shape[0])
-        if size != self._input_size:
-            self._net.setInputSize(size)
-            self._input_size = size
-        _, faces = self._net.detect(bgr)
+        faces = self._detect_opencv(bgr) if self.runtime == "opencv" else self._detect_onnxruntime(bgr)
         if faces is None or len(faces) == 0:
             return []
         # Rows: x, y, w, h, 5 landmarks (x, y: right eye, left eye, nose tip, mouth corners), score.
         return _to_detections(faces[:, :4], faces[:, -1], scale, image.shape, eyes=faces[:, 4:8])
 
+    def _detect_opencv(self, bgr: np.ndarray) -> np.ndarray | None:
+        size = (bgr.shape[1], bgr.shape[0])
+        if size != self._input_size:
+            self._net.setInputSize(size)
+            self._input_size = size
+        return self._net.detect(bgr)[1]
+
+    def _detect_onnxruntime(self, bgr: np.ndarray) -> np.ndarray:
+        divisor = YUNET_STRIDES[-1]
+        height, width = bgr.shape[:2]
+        pad_height, pad_width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
+        blob = np.zeros((1, 3, pad_height, pad_width), dtype=np.float32)  # BGR, 0-255, as cv2.dnn.blobFromImage
+        blob[0, :, :height, :width] = bgr.transpose(2, 0, 1)
+        outputs = self._session.run(None, {self._input_name: blob})
+        return decode_yunet(outputs, (pad_height, pad_width), self.score_threshold, self.nms_threshold, self.top_k)
+
     def __repr__(self) -> str:
         return (f"YuNetDetector(model_path={str(self.model_path)!r}, score_threshold={self.score_threshold}, "
-                f"nms_threshold={self.nms_threshold}, top_k={self.top_k}, max_side={self.max_side})")
+                f"nms_threshold={self.nms_threshold}, top_k={self.top_k}, max_side={self.max_side}, "
+                f"runtime={self.runtime!r})")
+
+
+def _yunet_session(model_path: Path) -> tuple[object, str]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Idle worker threads must not spin between frames: they would take the CPU from video decoding and the
+    # classifier on the same cores (see EmotionClassifier's onnxruntime session).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
+        raise ValueError(str(err)) from err
+    return session, session.get_inputs()[0].name
+
+
+def decode_yunet(outputs: list[np.ndarray], padded_shape: tuple[int, int], score_threshold: float,
+                 nms_threshold: float, top_k: int) -> np.ndarray:
+    """YuNet's raw outputs (cls, obj, bbox, kps for strides 8, 16, 32, in that order) as OpenCV's ``FaceDetectorYN``
+    rows: x, y, w, h, 10 landmark coordinates, score; its decoding and NMS (integer boxes), so both runtimes agree."""
+    pad_height, pad_width = padded_shape
+    rows = []
+    count = len(YUNET_STRIDES)
+    for i, stride in enumerate(YUNET_STRIDES):
+        cls, obj, bbox, kps = (np.asarray(outputs[i + count * k]).reshape(-1, width)
+                               for k, width in enumerate((1, 1, 4, 10)))
+        score = np.sqrt(np.clip(cls[:, 0], 0, 1) * np.clip(obj[:, 0], 0, 1))
+        keep = score >= score_threshold
+        if not keep.any():
+            continue
+        cols = pad_width // stride
+        index = np.flatnonzero(keep)
+        grid = np.stack([index % cols, index // cols], axis=1).astype(np.float32)  # (c, r) of each anchor
+        box, points = bbox[keep], kps[keep].reshape(-1, 5, 2)
+        centre = (grid + box[:, :2]) * stride
+        size = np.exp(box[:, 2:4]) * stride
+        landmarks = ((points + grid[:, None, :]) * stride).reshape(-1, 10)
+        rows.append(np.concatenate([centre - size / 2, size, landmarks, score[keep, None]], axis=1))
+    if not rows:
+        return np.zeros((0, 15), dtype=np.float32)
+    faces = np.concatenate(rows).astype(np.float32)
+    if len(faces) > 1:
+        boxes = [[int(x), int(y), int(w), int(h)] for x, y, w, h in faces[:, :4]]
+        kept = cv2.dnn.NMSBoxes(boxes, faces[:, -1].tolist(), score_threshold, nms_threshold, 1.0, top_k)
+        faces = faces[np.asarray(kept, dtype=int).reshape(-1)]
+    return faces
 
 
 # --- No detection ---------------------------------------------------------------------------------------------
