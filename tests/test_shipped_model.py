@@ -91,6 +91,15 @@ def test_card_reports_faces_from_elsewhere() -> None:
     assert ship_model.render_card(CARD) == card_text  # the committed card is what the script renders
 
 
+def test_card_names_the_teachers_of_a_distilled_model() -> None:
+    ship_model = load_experiment_script("experiments/inference/ship_model.py")
+    distilled = dict(CARD, distill={"teachers": ["teacher_a.ckpt", "teacher_b.ckpt"], "temperature": 4.0,
+                                    "weight": 0.5})
+    text = ship_model.render_card(distilled)
+    assert "Distilled from `teacher_a.ckpt`, `teacher_b.ckpt` (temperature 4.0, weight 0.5" in text
+    assert "Distilled" not in ship_model.render_card(dict(CARD, distill=None))
+
+
 @pytest.mark.skipif(not os.environ.get("CKPLUS_ROOT"), reason="CKPLUS_ROOT is not set (CK+ dev not available)")
 @pytest.mark.parametrize("kind", ["ckpt", "onnx"])
 def test_accuracy_on_ckplus_dev_matches_the_model_card(kind) -> None:

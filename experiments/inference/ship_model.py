@@ -141,6 +141,8 @@ def main() -> None:
             "optimizer": config["model"]["optimizer"], "scheduler": config["model"]["scheduler"],
             "label_smoothing": config["model"]["loss"]["label_smoothing"], "batch_size": config["data"]["batch_size"],
             "seed": config["seed"], "train_transform": config["data"]["train_transform"],
+            "distill": config["model"].get("distill") if (config["model"].get("distill") or {}).get("teachers")
+            else None,
             "class_counts": run_metrics["class_counts"],
             "evaluation": evaluation,
             "training_run_metrics": {k: run_metrics[k]
@@ -175,6 +177,16 @@ def render_elsewhere(card: dict[str, Any]) -> str:
 Per class: {per_class}. The ONNX file gives {onnx_ck:.2%}. A face read as neutral (a class CK+ dev lacks)
 counts as wrong. Against PrivateTest this is {100 * (ck['acc'] - private):+.2f} points: what a model learned on
 FER2013 keeps on faces from elsewhere is measured here, not assumed."""
+def render_distill(card: dict[str, Any]) -> str:
+    """A recipe line for a distilled model: which teachers, at what temperature and weight (else nothing)."""
+    distill = card.get("distill")
+    if not distill:
+        return ""
+    teachers = ", ".join(f"`{teacher}`" for teacher in distill["teachers"])
+    return (f"\n- Distilled from {teachers} (temperature {distill['temperature']}, weight {distill['weight']} on the "
+            "teachers' softened probabilities, the rest on the labels); the teachers are not part of this file.")
+
+
 def render_card(card: dict[str, Any]) -> str:
     ev = card["evaluation"]["ckpt"]
     pub, priv = ev["PublicTest"], ev["PrivateTest"]
@@ -208,7 +220,7 @@ epoch, PrivateTest (3,589) reported only, never used to choose anything.
 - Optimizer `{opt['_target_']}` (lr {opt.get('lr')}, weight decay {opt.get('weight_decay')}), scheduler
   `{sched['_target_']}`; batch size {card['batch_size']}; label smoothing {card['label_smoothing']};
   seed {card['seed']}.
-- Augmentation: {aug}.
+- Augmentation: {aug}.{render_distill(card)}
 - {card['epochs_trained']} epochs; the checkpoint with the best PublicTest accuracy was kept (epoch index
   {card['selected_epoch']}, counting from 0).
 - Trained on {card['machine']}: {card['train_time_s'] / 60:.1f} min of training at
