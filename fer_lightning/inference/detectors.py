@@ -1,4 +1,4 @@
-"""Face detectors behind one small interface: OpenCV's YuNet (default), a Haar cascade, or "the image is the face".
+"""Face detectors behind one small interface: YuNet (default; OpenCV Zoo model run in onnxruntime), Haar, or none.
 
 This module deliberately imports neither torch nor anything that does: the onnxruntime inference path uses it on
 machines without torch. Everything here is numpy + OpenCV + the standard library.
