@@ -114,7 +114,8 @@ def test_data_efficiency_averages_seeds_and_refuses_a_cut_run(tmp_path: Path) ->
 @pytest.mark.parametrize("script, rows", [
     ("experiments/cross_dataset/run_ablations.sh", []),
     ("experiments/scratch_vs_transfer/run_data_efficiency.sh", []),
-    ("experiments/scratch_vs_transfer/run_data_efficiency.sh", ["cpu_budget:0.1:2"]),
+    ("experiments/scratch_vs_transfer/run_data_efficiency.sh", ["cpu_budget:0.1:2", "scratch_cnn:1.0",
+                                                               "efficientnet_lite0_staged:1.0"]),
 ])
 def test_every_queued_row_composes(script: str, rows: list[str], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
