@@ -10,23 +10,32 @@ message says what to change on the command line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from fer_lightning.models.distill import DistillSettings
 
 SCRATCH_BACKBONES = ("scratch_cnn", "compact_cnn", "vgg_fer")  # built here, no hub weights (models/factory.py)
 
 
 def check_train_inputs(cfg: DictConfig) -> None:
     """Everything `train(cfg)` needs from outside the config: checkpoint, pretrained weights, teachers, data."""
+    resumed = None
     if cfg.get("ckpt_path"):
         from fer_lightning.checkpoints import check_checkpoint_matches, resolve_resume_path
 
-        check_checkpoint_matches(resolve_resume_path(cfg.ckpt_path), cfg.model)
+        resumed = check_checkpoint_matches(resolve_resume_path(cfg.ckpt_path), cfg.model)
     check_pretrained_weights(cfg.model)
     check_network_arguments(cfg.model)
     if cfg.get("train", True):
-        check_distill_teachers(cfg.model)
+        distill = distill_settings(cfg.model)
+        if resumed is not None:
+            from fer_lightning.models.distill import check_resumed_distill
+
+            check_resumed_distill(resumed.hyper_parameters.get("distill"), distill, resumed.path)
+        check_distill_teachers(cfg.model, distill)
     check_data(cfg.data)
     check_extra_tests(cfg.get("extra_test"))
 
@@ -106,26 +115,34 @@ def check_pretrained_weights(model_cfg: DictConfig) -> None:
         check_hub_weights(backbone)
 
 
-def check_distill_teachers(model_cfg: DictConfig) -> None:
-    """`model.distill` is valid and every teacher checkpoint loads and predicts the student's classes.
+def distill_settings(model_cfg: DictConfig) -> DistillSettings:
+    """`model.distill` as the run will read it; a bad value (no teachers where required) is refused here."""
+    from omegaconf import OmegaConf
+
+    from fer_lightning.models.distill import DistillSettings
+    from fer_lightning.models.module import settings
+
+    node = model_cfg.get("distill")
+    if node is None:
+        return DistillSettings()
+    values = {key: None if OmegaConf.is_missing(node, key) else node[key] for key in node}
+    values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
+    return settings(DistillSettings, values, "distill")
+
+
+def check_distill_teachers(model_cfg: DictConfig, distill: DistillSettings) -> None:
+    """Every teacher checkpoint of `distill` loads and predicts the student's classes.
 
     The teachers are otherwise loaded when fitting starts, after the run folder and W&B run exist. Every missing
     file is named in one error; the teachers are then loaded as the run will load them (`load_teacher_models`).
     """
-    node = model_cfg.get("distill")
-    if node is None:
+    if not distill.enabled:
         return
     from omegaconf import OmegaConf
 
     from fer_lightning.labels import EMOTIONS
-    from fer_lightning.models.distill import DistillSettings, load_teacher_models
-    from fer_lightning.models.module import load_for_inference, settings
-
-    values = {key: None if OmegaConf.is_missing(node, key) else node[key] for key in node}
-    values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
-    distill = settings(DistillSettings, values, "distill")
-    if not distill.enabled:
-        return
+    from fer_lightning.models.distill import load_teacher_models
+    from fer_lightning.models.module import load_for_inference
     names = OmegaConf.select(model_cfg, "class_names", default=None)
     load_teacher_models(distill.teachers, tuple(names) if names is not None else EMOTIONS,
                         load_model=load_for_inference)

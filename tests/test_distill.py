@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -384,6 +385,31 @@ def test_resuming_a_distilled_run_reloads_its_teachers(distill_run: DistillRun, 
     saved = torch.load(distill_run.teacher, map_location="cpu", weights_only=True)["state_dict"]
     for name, value in teacher.models[0].state_dict().items():
         assert torch.equal(value.cpu(), saved[name]), name
+
+
+@pytest.mark.parametrize("change", [["model.distill.teachers=[]"], ["model.distill.weight=0.5"]],
+                         ids=["teachers_left_out", "other_weight"])
+def test_a_resume_that_changes_the_distillation_is_refused_with_the_overrides_it_started_with(
+        distill_run: DistillRun, tmp_path: Path, change: list[str]) -> None:
+    run_dir = Path(distill_run.metrics["output_dir"])
+    same = ["+experiment=distill", *SMALL_SYNTHETIC, f"model.distill.teachers=['{distill_run.teacher}']",
+            "model.distill.weight=0.7", f"ckpt_path={run_dir}"]
+    check_train_inputs(compose_train_cfg(tmp_path / "same", same))  # the settings it started with resume
+    with pytest.raises(DistillError, match=re.escape(
+            f"trained with teachers ['{distill_run.teacher}'], temperature 4, weight 0.7; this run has ")
+            + r".*Resume with the settings it started with: " + re.escape(
+            f"model.distill.teachers=[{distill_run.teacher}] model.distill.temperature=4 model.distill.weight=0.7")):
+        check_train_inputs(compose_train_cfg(tmp_path / "changed", [*same, *change]))
+
+
+def test_a_resume_that_adds_teachers_to_a_run_trained_without_them_is_refused(distill_run: DistillRun,
+                                                                            tmp_path: Path) -> None:
+    teacher_run = distill_run.teacher.parent.parent  # the teacher's own run: trained without distillation
+    cfg = compose_train_cfg(tmp_path, ["+experiment=compact_cnn", *SMALL_SYNTHETIC, f"ckpt_path={teacher_run}",
+                                       f"model.distill.teachers=['{distill_run.teacher}']"])
+    with pytest.raises(DistillError, match=r"trained with no distillation; this run has teachers .*"
+                                           r"Resume with the settings it started with: model.distill.teachers=\[\]"):
+        check_train_inputs(cfg)
 
 
 def test_a_project_error_for_every_teacher_problem() -> None:

@@ -23,7 +23,7 @@ student alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,31 @@ class DistillSettings:
     def as_hparams(self) -> dict[str, Any]:
         """Plain data (a list, not a tuple), so the checkpoint loads with `weights_only=True` and reads as YAML."""
         return {"teachers": list(self.teachers), "temperature": self.temperature, "weight": self.weight}
+
+    def overrides(self) -> str:
+        """The command-line overrides that give these settings."""
+        if not self.enabled:
+            return f"{TEACHERS_KEY}=[]"
+        return (f"{TEACHERS_KEY}=[{','.join(self.teachers)}] model.distill.temperature={self.temperature:g} "
+                f"model.distill.weight={self.weight:g}")
+
+
+def check_resumed_distill(saved: Mapping[str, Any] | None, wanted: DistillSettings, checkpoint: str | Path) -> None:
+    """A resumed run distils as it started, or the command stops and gives the overrides that match.
+
+    A checkpoint holds no teacher, so a resume rebuilds them from the command line; one that forgot the teachers'
+    override would quietly continue without them (or with other teachers), and its result would be a recipe that
+    no command line describes.
+    """
+    before = DistillSettings(**dict(saved)) if saved else DistillSettings()
+    if not (before.enabled or wanted.enabled) or before.as_hparams() == wanted.as_hparams():
+        return
+    trained = (f"teachers {list(before.teachers)}, temperature {before.temperature:g}, weight {before.weight:g}"
+               if before.enabled else "no distillation")
+    now = (f"teachers {list(wanted.teachers)}, temperature {wanted.temperature:g}, weight {wanted.weight:g}"
+           if wanted.enabled else "no distillation")
+    raise DistillError(f"Checkpoint {checkpoint} was trained with {trained}; this run has {now}. Resume with the "
+                       f"settings it started with: {before.overrides()}")
 
 
 # --- The loss -------------------------------------------------------------------------------------------------

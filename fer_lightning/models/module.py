@@ -469,8 +469,8 @@ class FERClassifier(LightningModule):
             self.val_acc_best.update(torch.tensor(best))
         saved = (checkpoint.get("hyper_parameters") or {}).get("distill")
         if saved and saved.get("teachers") and dict(saved) != self.hparams.get("distill"):
-            # The run's own settings apply (as for every other setting); a resume that forgot the teachers'
-            # overrides would otherwise quietly continue without them.
+            # The command's preflight refuses such a resume (check_resumed_distill); train(cfg) called from
+            # Python gets this warning, since the run's own settings apply, as for every other setting.
             log.warning("The checkpoint was trained with model.distill=%s; this run uses %s",
                         dict(saved), self.hparams.get("distill"))
 
