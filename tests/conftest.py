@@ -109,19 +109,21 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
 # --- Inference fixtures -------------------------------------------------------------------------------------
 
-YUNET_ENV = "FER_LIGHTNING_YUNET_MODEL"  # .ci/run points it at ../shared/models/face_detection_yunet.onnx
+YUNET_ENV = "FER_LIGHTNING_YUNET_MODEL"  # a user's own YuNet file; by default the package's copy is used
 
 
 def yunet_model_file() -> str | None:
+    """$FER_LIGHTNING_YUNET_MODEL when set, else the YuNet model shipped in the package (None if it is missing)."""
+    from fer_lightning.assets import YUNET_MODEL_FILE
+
     path = os.environ.get(YUNET_ENV)
     if path and Path(path).is_file():
         return path
-    shared = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
-    return str(shared) if shared.is_file() else None
+    return str(YUNET_MODEL_FILE) if YUNET_MODEL_FILE.is_file() else None
 
 
 requires_yunet = pytest.mark.skipif(
-    yunet_model_file() is None, reason=f"{YUNET_ENV} is not set (YuNet model file not available)"
+    yunet_model_file() is None, reason=f"the packaged YuNet model is missing and {YUNET_ENV} is not set"
 )
 
 

@@ -433,12 +433,56 @@ def test_rejects_bad_shapes(any_detector: FaceDetector, shape: tuple[int, ...]) 
 
 
 @pytest.fixture
-def no_env_model(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No YUNET_ENV (CI sets it) and an empty cache: the only way left is the download. Returns the cache file."""
+def no_env_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An installation without the packaged model, no YUNET_ENV and an empty cache: the only way left is the
+    download. Returns the cache file."""
     import os
 
+    import fer_lightning.inference.detectors as detectors
+
     monkeypatch.delenv(YUNET_ENV, raising=False)
+    monkeypatch.setattr(detectors, "PACKAGED_YUNET", tmp_path / "stripped_install" / "face_detection_yunet.onnx")
     return Path(os.environ["FER_LIGHTNING_CACHE"]) / "models" / CACHED_NAME
+
+
+def _no_network(url: str, timeout: float | None = None) -> io.BytesIO:
+    raise AssertionError(f"no download may be attempted: {url}")
+
+
+def test_the_packaged_model_is_used_offline_without_any_setting(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """A fresh install, no network, no variable, an empty cache: YuNet, from the package, with no warning."""
+    import warnings
+
+    from fer_lightning.assets import YUNET_MODEL_FILE
+
+    monkeypatch.delenv(YUNET_ENV, raising=False)
+    monkeypatch.setenv("FER_LIGHTNING_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    assert yunet_model_path() == YUNET_MODEL_FILE and yunet_model_path(download=False) == YUNET_MODEL_FILE
+    assert YUNET_MODEL_FILE.parent.name == "assets" and YUNET_MODEL_FILE.stat().st_size > 200_000
+    from fer_lightning.inference.recognizer import _make_detector
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the Haar fallback warns: it must not happen
+        detector = _make_detector("auto", {})
+    assert detector.name == "yunet" and detector.model_path == YUNET_MODEL_FILE
+    assert len(detector.detect(face_photo())) == 1
+    assert not (tmp_path / "empty_cache").exists()  # nothing downloaded or cached
+
+
+def test_the_packaged_model_carries_its_licence_notice() -> None:
+    import hashlib
+
+    from fer_lightning.assets import ASSETS_DIR, YUNET_MODEL_FILE
+
+    notice = (ASSETS_DIR / "YUNET_LICENSE.txt").read_text()
+    payload = YUNET_MODEL_FILE.read_bytes()
+    assert hashlib.sha256(payload).hexdigest() in notice and f"{len(payload):,} bytes" in notice
+    assert "MIT License" in notice and "Copyright (c) 2020 Shiqi Yu" in notice and YUNET_MODEL_FILE.name in notice
+    shared = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
+    if shared.is_file():  # the one file ../shared allows into the package, copied unchanged
+        assert shared.read_bytes() == payload
 
 
 def test_explicit_missing_path_is_named(tmp_path: Path) -> None:
@@ -475,6 +519,7 @@ def test_no_model_and_no_download(no_env_model: Path) -> None:
         yunet_model_path(download=False)
     message = str(info.value)
     assert "haar" in message and "model_path" in message and YUNET_ENV in message
+    assert "missing from this installation" in message and "reinstall" in message
     with pytest.raises(DetectorUnavailable):
         YuNetDetector(download=False)
 

@@ -79,6 +79,24 @@ def test_cli_on_a_photo_writes_records_annotation_and_summary(trained_checkpoint
     assert summary["frames"] == 1 and summary["faces"] == 1 and summary["detector"] == "haar"
 
 
+def test_cli_finds_faces_with_the_packaged_yunet_offline_with_no_setting(tmp_path) -> None:
+    """A fresh install's first run: no YuNet variable, an empty cache, no network (a proxy that refuses): the
+    default detector is YuNet from the package, with no download and no Haar fallback warning."""
+    photo = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(photo), face_photo())
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "FER_LIGHTNING_YUNET_MODEL"}
+    env.update(FER_LIGHTNING_CACHE=str(tmp_path / "empty_cache"), https_proxy="http://127.0.0.1:9",
+               HTTPS_PROXY="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-m", "fer_lightning.predict", f"input={photo}", f"output={out}",
+                             "progress=false"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Haar" not in result.stderr and "download" not in result.stderr.lower(), result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["detector"] == "yunet" and summary["faces"] == 1
+    assert not (tmp_path / "empty_cache").exists()
+
+
 def test_folder_continues_past_unreadable_files_and_reports_them(recognizer, tmp_path) -> None:
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)

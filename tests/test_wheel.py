@@ -77,7 +77,8 @@ def test_the_wheel_carries_every_module_config_and_asset(installed: Installed) -
     configs = {"fer_lightning/conf/" + p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
     assert len(configs) > 40 and configs <= names, sorted(configs - names)
     assets = {"fer_lightning/assets/" + name for name in ("fer2013_compact_cnn.ckpt", "fer2013_compact_cnn.onnx",
-                                                          "fer2013_compact_cnn.json", "MODEL_CARD.md")}
+                                                          "fer2013_compact_cnn.json", "MODEL_CARD.md",
+                                                          "face_detection_yunet.onnx", "YUNET_LICENSE.txt")}
     assert assets <= names
     assert not [n for n in names if n.startswith("conf/")], "configs belong inside the package, not at the top level"
 

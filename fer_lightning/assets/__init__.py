@@ -1,4 +1,5 @@
-"""The model that ships with the package, so the emotion finder works out of the box (see MODEL_CARD.md)."""
+"""What ships inside the package so the emotion finder works out of the box, offline: the emotion model (see
+MODEL_CARD.md) and the YuNet face detector (MIT, see YUNET_LICENSE.txt)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 ASSETS_DIR = Path(__file__).resolve().parent
 SHIPPED_MODEL_STEM = "fer2013_compact_cnn"
 SHIPPED_MODEL_KINDS = ("ckpt", "onnx")
+YUNET_MODEL_FILE = ASSETS_DIR / "face_detection_yunet.onnx"
 
 
 def shipped_model_file(kind: str = "ckpt") -> Path:

@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except DetectorUnavailable as err:
         if show_tracebacks():
             raise
-        print(f"error: {err.reason}. Fix: yunet_model=/path/to/{YUNET_FILENAME} (or set {YUNET_ENV}), or "
-              "detector=haar, which needs no download.", file=sys.stderr)
+        print(f"error: {err.reason}. Fix: reinstall fer_lightning (it ships the model), yunet_model=/path/to/"
+              f"{YUNET_FILENAME} (or set {YUNET_ENV}), or detector=haar, which needs no model file.", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (FERLightningError, ValueError, FileNotFoundError, TypeError) as err:
         if show_tracebacks():

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from fer_lightning.assets import YUNET_MODEL_FILE
 from fer_lightning.errors import FERLightningError
 
 YUNET_URL = (
@@ -33,8 +34,8 @@ DOWNLOAD_TIMEOUT_S = 10.0
 YUNET_MIN_INPUT = 64
 
 _YUNET_ADVICE = (
-    f"Fix: pass model_path=... (a local copy of {YUNET_FILENAME}), set {YUNET_ENV}=/path/to/model.onnx, "
-    f"or use detector='haar', which needs no download."
+    f"Fix: reinstall fer_lightning (it ships the model), pass model_path=... (a local copy of {YUNET_FILENAME}), "
+    f"set {YUNET_ENV}=/path/to/model.onnx, or use detector='haar', which needs no model file."
 )
 
 
@@ -257,13 +258,18 @@ def _download(url: str, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def yunet_model_path(model_path: str | Path | None = None, download: bool = True) -> Path:
-    """Where the YuNet ONNX file is, downloading it once into the cache if needed.
+# The copy shipped in the package (fer_lightning/assets/YUNET_LICENSE.txt): YuNet works offline on every install.
+PACKAGED_YUNET = YUNET_MODEL_FILE
 
-    Order: explicit ``model_path``; ``$FER_LIGHTNING_YUNET_MODEL``; ``<cache>/models/face_detection_yunet_2023mar.onnx``
-    (cache = ``$FER_LIGHTNING_CACHE`` or ``~/.cache/fer_lightning``); else a download from :data:`YUNET_URL`.
+
+def yunet_model_path(model_path: str | Path | None = None, download: bool = True) -> Path:
+    """Where the YuNet ONNX file is.
+
+    Order: explicit ``model_path``; ``$FER_LIGHTNING_YUNET_MODEL``; the copy shipped in the package; then, for an
+    installation that lacks it, ``<cache>/models/face_detection_yunet_2023mar.onnx`` (cache =
+    ``$FER_LIGHTNING_CACHE`` or ``~/.cache/fer_lightning``), else a download from :data:`YUNET_URL` into it.
     An explicit path or variable that points nowhere is an error rather than a silent fallback, so a typo never
-    quietly triggers a download or uses a different model.
+    quietly uses a different model.
     """
     if model_path is not None:
         path = Path(model_path).expanduser()
@@ -276,17 +282,21 @@ def yunet_model_path(model_path: str | Path | None = None, download: bool = True
         if not path.is_file():
             raise FileNotFoundError(f"{YUNET_ENV} points to {str(path)!r}, which is not a file")
         return path
+    if PACKAGED_YUNET.is_file():
+        return PACKAGED_YUNET
     cached = _cache_dir() / "models" / YUNET_FILENAME
     if cached.is_file():
         return cached
     if not download:
         raise DetectorUnavailable(
-            f"the YuNet face-detection model is not in the cache ({cached}) and download=False", _YUNET_ADVICE)
+            f"the YuNet face-detection model is missing from this installation ({PACKAGED_YUNET}), is not in the "
+            f"cache ({cached}), and download=False", _YUNET_ADVICE)
     try:
         _download(YUNET_URL, cached)
     except Exception as exc:  # noqa: BLE001 - any failure (DNS, TLS, HTTP, timeout, disk) gets the same advice
         raise DetectorUnavailable(
-            f"the YuNet face-detection model could not be downloaded from {YUNET_URL} "
+            f"the YuNet face-detection model is missing from this installation ({PACKAGED_YUNET}) and could not be "
+            f"downloaded from {YUNET_URL} "
             f"({type(exc).__name__}: {exc})", _YUNET_ADVICE) from exc
     return cached
 

@@ -39,8 +39,8 @@ class PredictConfig:
     input: str | None = None  # photo, folder, video file or webcam:N
     ckpt_path: str | None = None  # a .ckpt (PyTorch) or .onnx (onnxruntime) model; default: the shipped model
     output: str | None = None  # default: outputs/predict/<timestamp>
-    detector: str = "auto"  # auto (YuNet if its model is available, else Haar) | yunet | haar | none
-    yunet_model: str | None = None  # YuNet .onnx file; default: $FER_LIGHTNING_YUNET_MODEL, cache, download
+    detector: str = "auto"  # auto (YuNet; Haar only if the YuNet model cannot be had) | yunet | haar | none
+    yunet_model: str | None = None  # YuNet .onnx file; default: $FER_LIGHTNING_YUNET_MODEL, else the packaged one
     device: str = "cpu"
     threads: int | None = 1  # classifier CPU threads; 1 is fastest per frame (the detector uses the others)
     min_face_size: int = 0  # ignore faces whose shorter side is below this many pixels

@@ -57,9 +57,10 @@ def shipped_model_path(kind: str = "ckpt") -> Path:
 class EmotionRecognizer:
     """Detect faces, crop them as FER2013 frames its faces, and classify all of a frame's faces in one batch.
 
-    Detectors: ``"yunet"`` (OpenCV's YuNet CNN), ``"haar"`` (OpenCV's Haar cascade, no download), ``"none"``
-    (every image is one face) or ``"auto"`` (YuNet when its model file is available, else Haar), or any object
-    with a ``detect(image) -> list[Detection]`` method.
+    Detectors: ``"yunet"`` (OpenCV's YuNet CNN, its model shipped in the package), ``"haar"`` (OpenCV's Haar
+    cascade), ``"none"`` (every image is one face) or ``"auto"`` (YuNet; Haar, with a warning, only in an
+    installation that lacks the YuNet model and cannot download it), or any object with a
+    ``detect(image) -> list[Detection]`` method.
 
     Options:
     - ``min_face_size``: ignore detections whose shorter side is below this many pixels (0 keeps all).
@@ -148,7 +149,7 @@ class EmotionRecognizer:
 
 
 def _make_detector(detector: str | FaceDetector, options: dict[str, Any]) -> FaceDetector:
-    """``auto``: YuNet (more accurate, finds turned and small faces) when its model file can be had, else Haar."""
+    """``auto``: YuNet (more accurate, finds turned and small faces; shipped in the package), else Haar."""
     if detector != "auto":
         return create_detector(detector, **options)
     try:
