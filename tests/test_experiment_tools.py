@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 score_predictions = load_experiment_script("experiments/cross_dataset/score_predictions.py")
 prior_correction = load_experiment_script("experiments/cross_dataset/prior_correction.py")
 data_efficiency = load_experiment_script("experiments/scratch_vs_transfer/data_efficiency.py")
+steady_labels = load_experiment_script("experiments/inference/steady_labels.py")
 
 
 def test_no_prediction_is_wrong_and_nobody_elses_false_positive() -> None:
@@ -160,3 +161,25 @@ def test_a_queued_row_resumes_its_cut_run_in_its_own_folder_under_its_own_id(tmp
     (run / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
     after = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     assert after == f"ckpt_path={run}|FER_LIGHTNING_RUN_ID=2026-12-02_14-55-23_vm-15400"
+
+
+def test_steady_labels_counts_flicker_and_the_delay_of_a_real_change(tmp_path: Path) -> None:
+    """One track at 10 frames/s: happy for 2 s with a one-frame neutral blip every 0.5 s, then neutral for 2 s."""
+    import json
+
+    happy, neutral = {"happy": 0.8, "neutral": 0.2}, {"happy": 0.2, "neutral": 0.8}
+    labels = ["neutral" if i % 5 == 4 else "happy" for i in range(20)] + ["neutral"] * 20
+    lines = [json.dumps({"frame": i, "time_s": i / 10, "track_id": 1, "label": label,
+                         "probs": happy if label == "happy" else neutral}) for i, label in enumerate(labels)]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    tracks, names = steady_labels.read_tracks(path)
+    rows = {row["smooth_s"]: row for row in steady_labels.measure(tracks, (0.0, 0.5), hold_s=1.0)}
+    raw_changes = sum(a != b for a, b in zip(labels, labels[1:]))  # 4 blips in and out, minus the one at the switch
+    assert rows[0.0]["changes"] == raw_changes and rows[0.0]["label_changes_per_s"] == round(raw_changes / 3.9, 3)
+    assert rows[0.5]["changes"] == 1  # the blips are gone, the real change stays
+    assert rows[0.0]["sustained_changes"] == rows[0.5]["sustained_changes"] == 1
+    assert rows[0.0]["shown"] == rows[0.5]["shown"] == 1
+    # The majority filter (+-0.5 s) starts the neutral run at frame 18; the raw label turns at the blip of frame 19
+    # (1 frame) and the smoothed one at frame 21 (3 frames), after the blip and two neutral frames.
+    assert rows[0.0]["delay_frames_median"] == 1 and rows[0.5]["delay_frames_median"] == 3

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from fer_lightning.inference.video import InputError, VideoStream, resolve_input
 from fer_lightning.labels import EMOTIONS
 
 RECORD_KEYS = {"source", "frame", "time_s", "box", "score", "label", "probs"}
+VIDEO_KEYS = RECORD_KEYS | {"track_id", "smoothed_label", "smoothed_probs"}  # videos and webcams add tracks
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -32,11 +34,16 @@ def _records(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
 
 
-def _check_face_record(record: dict) -> None:
-    assert set(record) == RECORD_KEYS
+def _check_face_record(record: dict, video: bool = False) -> None:
+    assert set(record) == (VIDEO_KEYS if video else RECORD_KEYS)
     assert len(record["box"]) == 4 and all(isinstance(v, int) for v in record["box"])
     assert list(record["probs"]) == list(EMOTIONS) and abs(sum(record["probs"].values()) - 1) < 1e-4
     assert record["label"] == max(record["probs"], key=record["probs"].get)
+    if video:
+        smoothed = record["smoothed_probs"]
+        assert isinstance(record["track_id"], int) and record["track_id"] >= 1
+        assert list(smoothed) == list(EMOTIONS) and abs(sum(smoothed.values()) - 1) < 1e-4
+        assert record["smoothed_label"] == max(smoothed, key=smoothed.get)
 
 
 def make_face_video(path: Path, frames: int = 24, fps: float = 12.0, size: tuple[int, int] = (640, 480),
@@ -145,15 +152,38 @@ def test_video_is_streamed_with_every_n_frames(recognizer, tmp_path) -> None:
     assert all(r["time_s"] == pytest.approx(r["frame"] / 12.0) for r in records)
     for record in records:
         if record["frame"] < 18:
-            _check_face_record(record)
+            _check_face_record(record, video=True)
         else:
             assert record == {"source": str(video), "frame": record["frame"], "time_s": record["time_s"],
                               "label": None}
+    tracks = Counter(r["track_id"] for r in records if r["frame"] < 18)
+    assert tracks.most_common(1)[0][1] == 6  # the sliding face is one track in all 6 of its frames
+    assert records[0]["smoothed_probs"] == records[0]["probs"]  # a track starts from its first frame
     assert summary["frames"] == 8 and summary["frames_without_face"] == 2 and summary["fps"] > 0
     annotated = cv2.VideoCapture(str(out / "annotated" / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
     assert annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(4.0)  # plays at real speed
     assert (annotated.get(cv2.CAP_PROP_FRAME_WIDTH), annotated.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 480)
+
+
+def test_video_csv_has_the_track_and_the_smoothed_columns_and_smooth_s_0_is_raw(recognizer, tmp_path) -> None:
+    video = make_face_video(tmp_path / "clip.mp4", frames=12, fps=12.0)
+    out = tmp_path / "out"
+    run(PredictConfig(input=str(video), output=str(out), smooth_s=0, csv=True, annotate=False, progress=False),
+        recognizer=recognizer)
+    records = _records(out)
+    assert all(r["smoothed_probs"] == r["probs"] and r["smoothed_label"] == r["label"] for r in records)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == len(records)
+    assert {"track_id", "smoothed_label", *(f"smoothed_p_{name}" for name in EMOTIONS)} <= set(rows[0])
+    assert [int(row["track_id"]) for row in rows] == [r["track_id"] for r in records]
+
+
+def test_cli_refuses_a_negative_smoothing_time_before_writing_anything(tmp_path) -> None:
+    video = make_face_video(tmp_path / "clip.mp4", frames=4)
+    result = _cli(f"input={video}", f"output={tmp_path / 'out'}", "smooth_s=-0.5", "detector=haar")
+    assert result.returncode == EXIT_BAD_INPUT and "time constant must be >= 0" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_video_target_fps_becomes_a_frame_step_and_max_frames_stops(recognizer, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Drawing results onto frames: a box per face and its top emotion with the probability."""
+"""Drawing results onto frames: a box per face and its top emotion with the probability (in a video, the
+track's smoothed emotion, after the track's number)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ def annotate(image: np.ndarray, records: Sequence[FaceRecord]) -> np.ndarray:
     font_scale = 0.5 * max(scale, 0.6)
     for record in records:
         x, y, w, h = record.box
-        color = EMOTION_COLORS.get(record.label, FALLBACK_COLOR)
+        label = record.shown_label
+        color = EMOTION_COLORS.get(label, FALLBACK_COLOR)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), color, thickness)
-        text = f"{record.label} {record.confidence:.0%}"
+        text = f"{label} {record.shown_confidence:.0%}"
+        if record.track_id is not None:
+            text = f"#{record.track_id} {text}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # above the box, else below it
         cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + baseline + 4), color, cv2.FILLED)

@@ -20,6 +20,7 @@ import cv2
 
 from fer_lightning.inference.annotate import annotate
 from fer_lightning.inference.recognizer import EmotionRecognizer, FaceRecord
+from fer_lightning.inference.tracking import DEFAULT_MAX_GAP_S, DEFAULT_SMOOTH_S, EmotionTracker
 from fer_lightning.inference.video import (
     Frame,
     InputError,
@@ -55,6 +56,11 @@ class PredictConfig:
     every_n_frames: int = 1  # video/webcam: process every n-th frame
     fps: float | None = None  # video/webcam: target frames per second (a frame step for files)
     max_frames: int | None = None  # video/webcam: stop after this many processed frames
+    # Video/webcam: each face gets a track_id, and its track's probabilities are smoothed over this many seconds
+    # (an exponential time constant; 0 = raw). Records keep the raw probs/label beside smoothed_probs/label, and
+    # the annotated video shows the smoothed label. Photos and folders are never smoothed.
+    smooth_s: float = DEFAULT_SMOOTH_S
+    track_max_gap_s: float = DEFAULT_MAX_GAP_S  # a face unseen for longer than this comes back as a new track
     duration_s: float | None = None  # webcam: stop after this many seconds (Ctrl+C also stops cleanly)
     annotate: bool = True  # write annotated images / video
     csv: bool = False  # also write predictions.csv
@@ -85,6 +91,7 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
                              duration_s=cfg.duration_s, capture_factory=capture_factory)
     elif spec.kind == "image":
         read_image(spec.path)  # a single unreadable photo fails now, before any output is written
+    tracker = EmotionTracker(cfg.smooth_s, cfg.track_max_gap_s) if stream is not None else None
     recognizer = recognizer or build_recognizer(cfg)
     output = Path(cfg.output or Path("outputs", "predict", datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")))
     output.mkdir(parents=True, exist_ok=True)
@@ -104,6 +111,8 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
                     advance(counts, started)
                     continue
                 faces = recognizer.predict(item.image, face_crop=cfg.face_crop)
+                if tracker is not None:
+                    faces = tracker.update(faces, item.time_s if item.time_s is not None else float(item.index))
                 writer.write(item, faces)
                 counts["frames"] += 1
                 counts["faces"] += len(faces)

@@ -28,23 +28,47 @@ DEFAULT_ALIGN = True
 
 @dataclass(frozen=True)
 class FaceRecord:
-    """One classified face: where it is, how sure the detector was, and the emotion probabilities."""
+    """One classified face: where it is, how sure the detector was, and the emotion probabilities.
+
+    In a video or webcam stream (`fer_lightning.inference.tracking`) a face also gets the id of its track and the
+    track's probabilities smoothed over time; `probs` and `label` stay this frame's own.
+    """
 
     box: tuple[int, int, int, int]  # x, y, w, h in pixels of the input image
     score: float  # detector confidence (1.0 for caller-given boxes and whole-image faces)
     probs: dict[str, float]  # every class, in the model's class order
+    track_id: int | None = None  # the same face across frames (video and webcam); None for photos
+    smoothed_probs: dict[str, float] | None = None  # the track's probabilities smoothed over time
     label: str = field(init=False)
+    smoothed_label: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", max(self.probs, key=self.probs.__getitem__))
+        smoothed = self.smoothed_probs
+        object.__setattr__(self, "smoothed_label", max(smoothed, key=smoothed.__getitem__) if smoothed else None)
 
     @property
     def confidence(self) -> float:
         return self.probs[self.label]
 
+    @property
+    def shown_label(self) -> str:
+        """What a person should see: the smoothed label where there is one, else this frame's."""
+        return self.smoothed_label or self.label
+
+    @property
+    def shown_confidence(self) -> float:
+        return self.smoothed_probs[self.shown_label] if self.smoothed_probs else self.confidence
+
     def to_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "score": round(float(self.score), 6), "label": self.label,
-                "probs": {name: round(float(p), 6) for name, p in self.probs.items()}}
+        record: dict[str, Any] = {"box": list(self.box), "score": round(float(self.score), 6), "label": self.label,
+                                  "probs": {name: round(float(p), 6) for name, p in self.probs.items()}}
+        if self.track_id is not None:
+            record["track_id"] = self.track_id
+        if self.smoothed_probs is not None:
+            record["smoothed_label"] = self.smoothed_label
+            record["smoothed_probs"] = {name: round(float(p), 6) for name, p in self.smoothed_probs.items()}
+        return record
 
 
 def shipped_model_path(kind: str = "ckpt") -> Path:

@@ -1,9 +1,10 @@
 """Machine-readable results: ``predictions.jsonl`` (the contract in DESIGN.md) and an optional flat CSV.
 
 One record per face per frame: ``{"source", "frame", "time_s", "box": [x, y, w, h], "score", "label",
-"probs": {class: p}}``. A frame without a face still gets one record, with ``"label": null`` and no box, so
-"no face here" is never confused with "frame not processed". Records are flushed per frame: a run stopped
-half-way (Ctrl+C on a webcam) keeps everything up to the last frame.
+"probs": {class: p}}``; in a video or webcam stream also ``"track_id"``, ``"smoothed_label"`` and
+``"smoothed_probs"`` (the raw ``label``/``probs`` stay this frame's own). A frame without a face still gets one
+record, with ``"label": null`` and no box, so "no face here" is never confused with "frame not processed".
+Records are flushed per frame: a run stopped half-way (Ctrl+C on a webcam) keeps everything up to the last frame.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class PredictionWriter:
             self._csv_file = self.csv_path.open("w", encoding="utf-8", newline="")
             self._csv = csv.writer(self._csv_file)
             self._csv.writerow(["source", "frame", "time_s", "x", "y", "w", "h", "score", "label",
-                                *(f"p_{name}" for name in self.class_names)])
+                                *(f"p_{name}" for name in self.class_names), "track_id", "smoothed_label",
+                                *(f"smoothed_p_{name}" for name in self.class_names)])
         self.records = 0
 
     def write(self, frame: Frame, faces: Sequence[FaceRecord]) -> None:
@@ -49,9 +51,12 @@ class PredictionWriter:
             if self._csv is not None:
                 box = record.get("box", ["", "", "", ""])
                 probs = record.get("probs") or {}
+                smoothed = record.get("smoothed_probs") or {}
                 self._csv.writerow([record["source"], record["frame"], _blank(record["time_s"]), *box,
                                     _blank(record.get("score")), _blank(record["label"]),
-                                    *(probs.get(name, "") for name in self.class_names)])
+                                    *(probs.get(name, "") for name in self.class_names),
+                                    _blank(record.get("track_id")), _blank(record.get("smoothed_label")),
+                                    *(smoothed.get(name, "") for name in self.class_names)])
             self.records += 1
         self._jsonl.flush()
         if self._csv_file is not None:
