@@ -84,6 +84,7 @@ def test_cli_on_a_photo_writes_records_annotation_and_summary(trained_checkpoint
     assert float(rows[0]["p_happy"]) == pytest.approx(record["probs"]["happy"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 1 and summary["faces"] == 1 and summary["detector"] == "haar"
+    assert "tracks" not in summary and not (out / "timeline.png").exists()  # photos have no tracks
 
 
 def test_cli_finds_faces_with_the_packaged_yunet_offline_with_no_setting(tmp_path) -> None:
@@ -160,6 +161,9 @@ def test_video_is_streamed_with_every_n_frames(recognizer, tmp_path) -> None:
     assert tracks.most_common(1)[0][1] == 6  # the sliding face is one track in all 6 of its frames
     assert records[0]["smoothed_probs"] == records[0]["probs"]  # a track starts from its first frame
     assert summary["frames"] == 8 and summary["frames_without_face"] == 2 and summary["fps"] > 0
+    main = max(summary["tracks"], key=lambda t: t["frames"])
+    assert main["frames"] == 6 and main["first_s"] == 0.0 and main["last_s"] == pytest.approx(15 / 12.0)
+    assert summary["timeline"] == str(out / "timeline.png") and (out / "timeline.png").stat().st_size > 10_000
     annotated = cv2.VideoCapture(str(out / "annotated" / "clip.mp4"))
     assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
     assert annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(4.0)  # plays at real speed

@@ -14,9 +14,11 @@ from fer_lightning.inference.detectors import (
     create_detector,
 )
 from fer_lightning.inference.recognizer import EmotionRecognizer, FaceRecord
+from fer_lightning.inference.timeline import plot_timelines, timeline_table, track_summaries
+from fer_lightning.inference.tracking import EmotionTracker
 
 __all__ = [
-    "Detection", "DetectorUnavailable", "EmotionClassifier", "EmotionRecognizer", "FaceDetector", "FaceRecord",
-    "HaarDetector", "TorchEmotionClassifier", "WholeImageDetector", "YuNetDetector", "create_detector",
-    "load_classifier",
+    "Detection", "DetectorUnavailable", "EmotionClassifier", "EmotionRecognizer", "EmotionTracker", "FaceDetector",
+    "FaceRecord", "HaarDetector", "TorchEmotionClassifier", "WholeImageDetector", "YuNetDetector",
+    "create_detector", "load_classifier", "plot_timelines", "timeline_table", "track_summaries",
 ]

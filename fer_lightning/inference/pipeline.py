@@ -2,7 +2,8 @@
 
 `run(PredictConfig(...))` writes ``predictions.jsonl`` (one record per face per frame), optionally
 ``predictions.csv``, annotated images or an annotated video, and ``summary.json`` (counts, unreadable files,
-measured fps), and returns the summary. Without ``ckpt_path`` the model shipped with the package is used. The
+measured fps; for a video or webcam also one summary per face track), plus ``timeline.png`` for a video or webcam,
+and returns the summary. Without ``ckpt_path`` the model shipped with the package is used. The
 command `python -m fer_lightning.predict` (`fer_lightning/cli/predict.py`) parses ``key=value`` into a
 `PredictConfig` and calls `run`.
 """
@@ -139,8 +140,20 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
             and not (cfg.max_frames or cfg.duration_s or interrupted):
         summary["warning"] = (f"the video ended at frame {stream.frames_read} of the {stream.frame_count} "
                               "its header announces (truncated or damaged file)")
+    if tracker is not None:
+        summary.update(_timelines(writer.jsonl_path, output))
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _timelines(predictions: Path, output: Path) -> dict[str, Any]:
+    """A video's per-track summaries and timeline plot, read back from the records just written."""
+    from fer_lightning.inference.timeline import plot_timelines, read_predictions, track_summaries
+
+    records = read_predictions(predictions)
+    tracks = track_summaries(records)
+    plot = plot_timelines(records, output / "timeline.png") if tracks else None
+    return {"tracks": tracks, "timeline": str(plot) if plot else None}
 
 
 def _expected_items(spec: InputSpec, stream: VideoStream | None, files: list[Path] | None) -> int | None:
