@@ -127,6 +127,22 @@ requires_yunet = pytest.mark.skipif(
 )
 
 
+def make_face_video(path: Path, frames: int = 24, fps: float = 12.0, size: tuple[int, int] = (640, 480),
+                    blank_from: int | None = None) -> Path:
+    """A short 640x480 video of the photo sliding sideways; frames from ``blank_from`` on have no face."""
+    photo = cv2.resize(face_photo(), (400, 400), interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((size[1], size[0], 3), 90, np.uint8)
+        if blank_from is None or i < blank_from:
+            x = 20 + 4 * i
+            frame[40:440, x:x + 400] = photo
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 def face_photo() -> np.ndarray:
     """A real photo with one frontal face (BGR, 512x512): scikit-image's public-domain NASA astronaut portrait.
 

@@ -23,9 +23,9 @@ from fer_lightning.errors import FERLightningError
 PACKAGE_DIR = Path(fer_lightning.__file__).resolve().parent
 ROOT = PACKAGE_DIR.parent
 # The command layer: the shells in fer_lightning/cli/ and the `python -m` entry modules that only call them.
-COMMAND_MODULES = {"fer_lightning.__main__", "fer_lightning.evaluate", "fer_lightning.predict",
+COMMAND_MODULES = {"fer_lightning.__main__", "fer_lightning.evaluate", "fer_lightning.predict", "fer_lightning.app",
                    "fer_lightning.export", "fer_lightning.report"}
-COMMANDS = ("train", "evaluate", "predict", "export", "report")
+COMMANDS = ("train", "evaluate", "predict", "export", "report", "app")
 
 
 def module_name(path: Path) -> str:

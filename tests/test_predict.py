@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import YUNET_ENV, face_photo, yunet_model_file
+from conftest import YUNET_ENV, face_photo, make_face_video, yunet_model_file
 
 from fer_lightning.cli.predict import EXIT_BAD_INPUT, EXIT_SOME_UNREADABLE, parse_args
 from fer_lightning.inference.pipeline import PredictConfig, run
@@ -44,22 +44,6 @@ def _check_face_record(record: dict, video: bool = False) -> None:
         assert isinstance(record["track_id"], int) and record["track_id"] >= 1
         assert list(smoothed) == list(EMOTIONS) and abs(sum(smoothed.values()) - 1) < 1e-4
         assert record["smoothed_label"] == max(smoothed, key=smoothed.get)
-
-
-def make_face_video(path: Path, frames: int = 24, fps: float = 12.0, size: tuple[int, int] = (640, 480),
-                    blank_from: int | None = None) -> Path:
-    """A short 640x480 video of the photo sliding sideways; frames from ``blank_from`` on have no face."""
-    photo = cv2.resize(face_photo(), (400, 400), interpolation=cv2.INTER_AREA)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    assert writer.isOpened()
-    for i in range(frames):
-        frame = np.full((size[1], size[0], 3), 90, np.uint8)
-        if blank_from is None or i < blank_from:
-            x = 20 + 4 * i
-            frame[40:440, x:x + 400] = photo
-        writer.write(frame)
-    writer.release()
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -170,3 +170,42 @@ def run_job(job: Callable[[DictConfig], Result], cfg: DictConfig, log: logging.L
     except Exception:
         log.exception("Job failed")
         raise
+
+
+# --- key=value commands (fer-predict, the browser app) -------------------------------------------------------------
+
+Settings = TypeVar("Settings")
+
+
+def parse_key_values(settings_type: type[Settings], argv: list[str]) -> Settings:
+    """key=value arguments onto a settings dataclass's typed defaults; an unknown key or a wrong type is an error
+    naming it.
+
+    An unknown key names the closest field, as the training command and `fer-export` do: OmegaConf's own
+    message ("Key 'ckpt' not in 'PredictConfig'") says what is wrong, not what was meant. A leading `+`/`++`
+    (the training command's way to add a key) is accepted, as `fer-export` accepts it.
+    """
+    import dataclasses
+    import difflib
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from fer_lightning.errors import UsageError
+
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        raise ValueError(f"arguments must be key=value, got {bad}; see --help")
+    argv = [arg.lstrip("+") for arg in argv]
+    known = [f.name for f in dataclasses.fields(settings_type)]  # type: ignore[arg-type]
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if key.split(".")[0] not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            raise UsageError(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+                             + "; see --help")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(settings_type), OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{err.msg if hasattr(err, 'msg') else err}; see --help") from err
+    return settings_type(**OmegaConf.to_container(merged))  # type: ignore[arg-type]

@@ -7,16 +7,12 @@ not a Hydra app: inference needs no config groups, sweeps or run folders, and st
 
 from __future__ import annotations
 
-import difflib
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from fer_lightning.cli.common import print_user_error, show_tracebacks
-from fer_lightning.errors import FERLightningError, UsageError
+from fer_lightning.cli.common import parse_key_values, print_user_error, show_tracebacks
+from fer_lightning.errors import FERLightningError
 from fer_lightning.inference.detectors import YUNET_ENV, YUNET_FILENAME, DetectorUnavailable
 from fer_lightning.inference.pipeline import PredictConfig, run
 
@@ -29,28 +25,8 @@ USAGE = __doc__.split("\n\n")[0] + "\n\nKeys (key=value):\n" + "\n".join(
 
 
 def parse_args(argv: list[str]) -> PredictConfig:
-    """key=value arguments onto the typed defaults; an unknown key or a wrong type is an error naming it.
-
-    An unknown key names the closest field, as the training command and `fer-export` do: OmegaConf's own
-    message ("Key 'ckpt' not in 'PredictConfig'") says what is wrong, not what was meant. A leading `+`/`++`
-    (the training command's way to add a key) is accepted, as `fer-export` accepts it.
-    """
-    bad = [arg for arg in argv if "=" not in arg]
-    if bad:
-        raise ValueError(f"arguments must be key=value, got {bad}; see --help")
-    argv = [arg.lstrip("+") for arg in argv]
-    known = [f.name for f in fields(PredictConfig)]
-    for arg in argv:
-        key = arg.split("=", 1)[0]
-        if key.split(".")[0] not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            raise UsageError(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else "")
-                             + "; see --help")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(PredictConfig), OmegaConf.from_dotlist(argv))
-    except OmegaConfBaseException as err:
-        raise ValueError(f"{err.msg if hasattr(err, 'msg') else err}; see --help") from err
-    return PredictConfig(**OmegaConf.to_container(merged))  # type: ignore[arg-type]
+    """key=value arguments onto `PredictConfig`'s typed defaults (`parse_key_values`)."""
+    return parse_key_values(PredictConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
