@@ -31,11 +31,14 @@ declare -A ROWS=(
   # a stronger teacher: the ensemble of the shipped model, distill_shipped_60 and the 15-epoch full-data Lite0
   # (68.18% PublicTest together; run those rows first), for the same 60 epochs
   [distill_ensemble3_60]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
+  # the shipping candidate after the 15-epoch rows: square-root class weights at cpu_budget's full 60 epochs
+  [sqrt_classweighted_60]="model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
   [wide]="model.net_kwargs={widths:[32,64,128,256]}"
 )
 ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
-       robust_balanced_sampling wide distill_ensemble3_60)
+       robust_balanced_sampling wide distill_ensemble3_60
+       sqrt_classweighted_60)
 for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
   dir="outputs/cross_dataset/$row"
