@@ -17,6 +17,7 @@ import pytest
 from conftest import YUNET_ENV, face_crop, face_photo, requires_yunet, yunet_model_file
 
 from fer_lightning.inference.detectors import (
+    YUNET_RUNTIMES,
     YUNET_URL,
     Detection,
     DetectorUnavailable,
@@ -578,3 +579,37 @@ def test_module_does_not_import_torch() -> None:
     """The onnxruntime inference path imports this module on machines without torch."""
     code = "import sys, fer_lightning.inference.detectors; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# --- Detection on an enlarged frame (detect_upscale) ---------------------------------------------------------------
+
+
+@requires_yunet
+@pytest.mark.parametrize("runtime", YUNET_RUNTIMES)
+def test_upscale_finds_a_face_too_small_for_the_full_frame_and_reports_it_in_original_pixels(runtime: str) -> None:
+    crop = face_photo()[35:205, 150:300]  # the astronaut's face, about 90 px wide in this crop
+    canvas = np.full((240, 320, 3), (90, 110, 130), np.uint8)
+    tile = cv2.resize(crop, None, fx=16 / 90, fy=16 / 90, interpolation=cv2.INTER_AREA)  # a 16 px face
+    canvas[100:100 + tile.shape[0], 150:150 + tile.shape[1]] = tile
+    assert YuNetDetector(model_path=yunet_model_file(), runtime=runtime).detect(canvas) == []
+    (face,) = YuNetDetector(model_path=yunet_model_file(), runtime=runtime, upscale=2).detect(canvas)
+    x, y, w, h = face.box
+    assert 150 <= x <= 160 and 100 <= y <= 110 and 12 <= w <= 20  # where the face is, in the frame's pixels
+    (xr, yr), (xl, yl) = face.eyes
+    assert x < xr < xl < x + w and y < yr < y + h  # the eyes map back too
+
+
+def test_upscale_applies_after_max_side_and_is_bounded() -> None:
+    from fer_lightning.inference.detectors import _detection_image
+
+    big = np.zeros((1000, 2000, 3), np.uint8)
+    shrunk, scale = _detection_image(big, 1280, 1.0)
+    assert shrunk.shape[:2] == (640, 1280) and scale == pytest.approx(0.64)
+    enlarged, scale = _detection_image(big, 1280, 2.0)
+    assert enlarged.shape[:2] == (1280, 2560) and scale == pytest.approx(1.28)
+    small = np.zeros((100, 200, 3), np.uint8)
+    assert _detection_image(small, 1280, 1.0)[0] is small
+    assert _detection_image(small, 1280, 1.5)[0].shape[:2] == (150, 300)
+    for upscale in (0.5, 5):
+        with pytest.raises(ValueError, match="upscale must be between 1 and 4"):
+            HaarDetector(upscale=upscale)

@@ -1,7 +1,9 @@
-"""`detect_max_side`: the finder's speed knob reaches the detector, and only the detector (faces stay full-size)."""
+"""`detect_max_side` (the finder's speed knob) and `detect_upscale` (its small-face knob) reach the detector, and
+only the detector (faces stay full-size)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from conftest import face_photo, requires_yunet, yunet_model_file
 
@@ -29,3 +31,16 @@ def test_yunet_detects_on_the_shrunk_frame_and_boxes_map_back() -> None:
     assert len(full) == len(shrunk) == 1
     # boxes in the full frame's pixels (the astronaut's face is at about (478, 163, 90, 113) here)
     assert np.allclose(shrunk[0].box, full[0].box, atol=12), (shrunk[0].box, full[0].box)
+
+
+@requires_yunet
+def test_detect_upscale_reaches_the_detector_and_finds_a_small_face() -> None:
+    assert build_recognizer(PredictConfig(detector="haar", detect_upscale=2)).detector.upscale == 2.0
+    assert build_recognizer(PredictConfig(detector="yunet")).detector.upscale == 1.0
+    crop = face_photo()[35:205, 150:300]
+    canvas = np.full((240, 320, 3), (90, 110, 130), np.uint8)
+    tile = cv2.resize(crop, None, fx=16 / 90, fy=16 / 90, interpolation=cv2.INTER_AREA)
+    canvas[100:100 + tile.shape[0], 150:150 + tile.shape[1]] = tile
+    assert build_recognizer(PredictConfig(detector="yunet")).predict(canvas) == []
+    (face,) = build_recognizer(PredictConfig(detector="yunet", detect_upscale=2)).predict(canvas)
+    assert 150 <= face.box[0] <= 160

@@ -120,19 +120,21 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
-    """Shrink big photos before detection: detectors cost ~O(pixels) and a 4K frame's faces stay large enough.
+def _detection_image(image: np.ndarray, max_side: int | None, upscale: float = 1.0) -> tuple[np.ndarray, float]:
+    """The image detection runs on: big photos shrunk to ``max_side`` on their long side (detectors cost ~O(pixels)
+    and a 4K frame's faces stay large enough), then enlarged ``upscale`` times (for small faces: a group photo's
+    back row; detection then costs about upscale^2 as much).
 
-    Returns the (possibly) resized image and the factor that maps original -> resized coordinates.
-    Small images are never upscaled: that would only slow detection down without making faces sharper.
+    Returns the image and the factor that maps original -> detection coordinates. With ``upscale=1`` a small
+    image is never enlarged: that would only slow detection down.
     """
     height, width = image.shape[:2]
     longest = max(height, width)
-    if max_side is None or longest <= max_side:
+    scale = (max_side / longest if max_side is not None and longest > max_side else 1.0) * upscale
+    if scale == 1.0:
         return image, 1.0
-    scale = max_side / longest
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
 
 
 def _to_detections(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tuple[int, ...],
@@ -165,6 +167,12 @@ def _check_max_side(max_side: int | None) -> int | None:
     return max_side
 
 
+def _check_upscale(upscale: float) -> float:
+    if not 1.0 <= upscale <= 4.0:
+        raise ValueError(f"upscale must be between 1 and 4 (detection on the enlarged frame), got {upscale}")
+    return float(upscale)
+
+
 # --- Haar cascade ---------------------------------------------------------------------------------------------
 
 
@@ -181,7 +189,7 @@ class HaarDetector:
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", scale_factor: float = 1.1,
                  min_neighbors: int = 5, min_size: int = 24, max_side: int | None = 1280,
-                 equalize: bool = False) -> None:
+                 equalize: bool = False, upscale: float = 1.0) -> None:
         self.cascade_path = self._resolve(cascade)
         self.classifier = cv2.CascadeClassifier(self.cascade_path)
         if self.classifier.empty():
@@ -196,6 +204,7 @@ class HaarDetector:
         self.min_neighbors = int(min_neighbors)
         self.min_size = int(min_size)
         self.max_side = _check_max_side(max_side)
+        self.upscale = _check_upscale(upscale)
         self.equalize = equalize
 
     @staticmethod
@@ -209,7 +218,7 @@ class HaarDetector:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         image = _validate(image)
-        gray, scale = _downscale(_to_gray(image), self.max_side)
+        gray, scale = _detection_image(_to_gray(image), self.max_side, self.upscale)
         if self.equalize:
             gray = cv2.equalizeHist(gray)
         min_side = max(1, round(self.min_size * scale))
@@ -224,7 +233,8 @@ class HaarDetector:
 
     def __repr__(self) -> str:
         return (f"HaarDetector(cascade={Path(self.cascade_path).name!r}, scale_factor={self.scale_factor}, "
-                f"min_neighbors={self.min_neighbors}, min_size={self.min_size}, max_side={self.max_side})")
+                f"min_neighbors={self.min_neighbors}, min_size={self.min_size}, max_side={self.max_side}, "
+                f"upscale={self.upscale})")
 
 
 # --- YuNet ----------------------------------------------------------------------------------------------------
@@ -319,7 +329,7 @@ class YuNetDetector:
 
     def __init__(self, model_path: str | Path | None = None, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, top_k: int = 5000, max_side: int | None = 1280,
-                 download: bool = True, runtime: str = "onnxruntime") -> None:
+                 download: bool = True, runtime: str = "onnxruntime", upscale: float = 1.0) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if runtime not in YUNET_RUNTIMES:
@@ -329,6 +339,7 @@ class YuNetDetector:
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)
         self.max_side = _check_max_side(max_side)
+        self.upscale = _check_upscale(upscale)
         self.runtime = runtime
         self._input_size = (320, 320)
         try:
@@ -343,7 +354,7 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         image = _validate(image)
-        bgr, scale = _downscale(_to_bgr(image), self.max_side)
+        bgr, scale = _detection_image(_to_bgr(image), self.max_side, self.upscale)
         pad_bottom, pad_right = max(0, YUNET_MIN_INPUT - bgr.shape[0]), max(0, YUNET_MIN_INPUT - bgr.shape[1])
         if pad_bottom or pad_right:  # bottom/right only, so box coordinates are unchanged; clipping drops the pad
             bgr = cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, cv2.BORDER_CONSTANT, value=(0, 0, 0))
@@ -373,7 +384,7 @@ class YuNetDetector:
     def __repr__(self) -> str:
         return (f"YuNetDetector(model_path={str(self.model_path)!r}, score_threshold={self.score_threshold}, "
                 f"nms_threshold={self.nms_threshold}, top_k={self.top_k}, max_side={self.max_side}, "
-                f"runtime={self.runtime!r})")
+                f"upscale={self.upscale}, runtime={self.runtime!r})")
 
 
 def _yunet_session(model_path: Path) -> tuple[object, str]:

@@ -52,6 +52,10 @@ class PredictConfig:
     # frame. None: the detector's default (1280). 320 makes YuNet ~4x faster on 640x480 (one large face, as from a
     # webcam); smaller faces are missed sooner (experiments/cross_dataset/README.md, "The finder's speed").
     detect_max_side: int | None = None
+    # Enlarge each frame this many times (1-4) for detection only: finds smaller faces (a group photo's back row:
+    # 24 px faces 8% -> 75% found at 2; experiments/inference/README.md, "Group photos"), at ~upscale^2 the
+    # detector's time. Applied after detect_max_side's shrinking.
+    detect_upscale: float = 1.0
     align: bool = True  # rotate each face so its eyes are level (YuNet's eye landmarks; no effect with Haar/none)
     face_crop: bool = False  # every input image is already one face: skip detection
     every_n_frames: int = 1  # video/webcam: process every n-th frame
@@ -73,6 +77,8 @@ def build_recognizer(cfg: PredictConfig) -> EmotionRecognizer:
     options: dict[str, Any] = {"model_path": cfg.yunet_model} if yunet else {}
     if cfg.detect_max_side is not None and cfg.detector in ("yunet", "haar", "auto"):
         options["max_side"] = int(cfg.detect_max_side)
+    if cfg.detect_upscale != 1.0 and cfg.detector in ("yunet", "haar", "auto"):
+        options["upscale"] = float(cfg.detect_upscale)
     return EmotionRecognizer.from_checkpoint(
         cfg.ckpt_path, detector=cfg.detector, device=cfg.device, threads=cfg.threads, min_face_size=cfg.min_face_size,
         largest_only=cfg.largest_only, margin=cfg.margin, align=cfg.align,
