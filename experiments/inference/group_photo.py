@@ -1,7 +1,8 @@
 """Group photos: how many faces YuNet finds at each face size, and what the finder reads on them.
 
     python experiments/inference/group_photo.py --fer ../shared/data/fer2013.zip --photos 10 --upscale 1 2 \
-        --out experiments/inference/results/group_photo.json --example experiments/inference/group_photo.jpg
+        --out experiments/inference/results/group_photo.json --example /tmp/group_photo.jpg \
+        --astronaut-example experiments/inference/group_photo_astronaut.jpg
 
 Each composed photo holds 24 real faces from FER2013's PublicTest (4 per size, at 24, 32, 48, 64, 96 and 128 px,
 smaller ones further back as in a group photo), each upscaled from its 48x48 crop with its border extended by a
@@ -11,12 +12,17 @@ its defaults (YuNet from the package, alignment on, the shipped model), and with
 setting. A placed face counts as found when a
 detection's centre lies inside it and the detection's size is within 0.5-2x of it; its emotion is right when the
 finder's label is its FER2013 label. All faces of a photo are classified in one batch (the script counts batches).
+
+`--example` writes the first photo annotated (FER2013 faces: keep it out of the repository, like the data);
+`--astronaut-example` writes a group photo of the public-domain astronaut portrait (scikit-image's) at 24 sizes,
+annotated, the one shown in the README.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -121,7 +127,15 @@ def main() -> None:
     parser.add_argument("--upscale", type=float, nargs="+", default=[1.0], help="detect_upscale settings to compare")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--example", type=Path, help="the first photo, annotated (one file per --upscale)")
+    parser.add_argument("--astronaut-example", type=Path, help="a public-domain group photo, annotated")
     args = parser.parse_args()
+    if args.astronaut_example:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+        from test_group_photo import group_photo  # the tests' 24 astronaut faces of 32-128 px
+
+        photo, _ = group_photo()
+        records = EmotionRecognizer.from_checkpoint(detector="yunet").predict(photo)
+        cv2.imwrite(str(args.astronaut_example), annotate(photo, records), [cv2.IMWRITE_JPEG_QUALITY, 88])
     faces = public_test_faces(args.fer)
     settings = []
     for upscale in args.upscale:
