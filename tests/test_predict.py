@@ -225,6 +225,9 @@ def test_webcam_is_read_through_the_capture_with_clock_timestamps(recognizer, tm
     times = [r["time_s"] for r in records]
     assert times == sorted(times) and times[0] >= 0
     assert summary["kind"] == "webcam" and (out / "annotated" / "webcam_0.mp4").is_file()
+    faces = [r for r in records if r["label"] is not None]
+    assert faces and all(isinstance(r["track_id"], int) and r["smoothed_label"] for r in faces)  # webcams track too
+    assert summary["tracks"] and (out / "timeline.png").is_file()
 
 
 def test_webcam_interrupt_keeps_what_was_written(recognizer, tmp_path) -> None:
@@ -249,6 +252,7 @@ def test_webcam_interrupt_keeps_what_was_written(recognizer, tmp_path) -> None:
                   capture_factory=InterruptedCamera)
     assert summary["interrupted"] and summary["frames"] == 3
     assert sorted({r["frame"] for r in _records(out)}) == [0, 1, 2]
+    assert sum(t["frames"] for t in summary["tracks"]) >= 3  # the timeline covers what was written
 
 
 def test_cli_missing_webcam_fails_clearly(tmp_path) -> None:
