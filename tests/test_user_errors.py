@@ -75,12 +75,14 @@ def test_predict_without_the_yunet_file_says_the_command_line_fix(tmp_path: Path
     monkeypatch.setenv(detectors.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(detectors, "_download", no_network)
+    monkeypatch.setattr(detectors, "PACKAGED_YUNET", tmp_path / "stripped_install" / "face_detection_yunet.onnx")
     photo = tmp_path / "face.png"
     cv2.imwrite(str(photo), np.full((64, 64, 3), 128, np.uint8))
     status = predict_main([f"input={photo}", "detector=yunet", f"output={tmp_path / 'out'}", "progress=false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1, err
-    assert err[0].startswith("error: the YuNet face-detection model could not be downloaded")
+    assert err[0].startswith("error: the YuNet face-detection model is missing from this installation")
+    assert "could not be downloaded" in err[0] and "reinstall fer_lightning" in err[0]
     assert "yunet_model=" in err[0] and "model_path=" not in err[0] and "detector=haar" in err[0]
 
 
