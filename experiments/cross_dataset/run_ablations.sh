@@ -28,9 +28,10 @@ declare -A ROWS=(
   [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
   # the candidate for shipping: the same student for cpu_budget's full 60 epochs (= +experiment=distill)
   [distill_shipped_60]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt] trainer.max_epochs=60"
-  # a stronger teacher: the ensemble of the shipped model, distill_shipped_60 and the 15-epoch full-data Lite0
+  # a stronger teacher: the ensemble of the 40-epoch model shipped until 2026-12-03 (copied to outputs/teachers/
+  # from git: git show 82953fc:fer_lightning/assets/fer2013_compact_cnn.ckpt), distill_shipped_60 and the 15-epoch full-data Lite0
   # (68.18% PublicTest together; run those rows first), for the same 60 epochs
-  [distill_ensemble3_60]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
+  [distill_ensemble3_60]="model.distill.teachers=[outputs/teachers/shipped_compact_cnn_40ep.ckpt,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
   # the shipping candidate after the 15-epoch rows: square-root class weights at cpu_budget's full 60 epochs
   [sqrt_classweighted_60]="model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
