@@ -10,15 +10,12 @@ extra: pip install "fer_lightning[app]".
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 
-from fer_lightning.cli.common import parse_key_values, print_user_error, show_tracebacks
+from fer_lightning.cli.common import key_value_usage, parse_key_values, print_user_error, show_tracebacks, wants_help
 from fer_lightning.errors import FERLightningError
 from fer_lightning.webapp import LOCALHOST, AppSettings, EmotionApp
 
-USAGE = __doc__.split("\n\n")[0] + "\n\nKeys (key=value):\n" + "\n".join(
-    f"  {f.name}={f.default!r}" for f in fields(AppSettings)
-)
+USAGE = key_value_usage(__doc__, AppSettings)
 
 
 def build_app(settings: AppSettings) -> EmotionApp:
@@ -30,7 +27,7 @@ def build_app(settings: AppSettings) -> EmotionApp:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(arg in ("-h", "--help") for arg in argv):
+    if wants_help(argv):
         print(USAGE)
         return 0
     try:

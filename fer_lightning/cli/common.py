@@ -177,6 +177,18 @@ def run_job(job: Callable[[DictConfig], Result], cfg: DictConfig, log: logging.L
 Settings = TypeVar("Settings")
 
 
+def key_value_usage(doc: str, settings_type: type) -> str:
+    """`--help` of a key=value command: its docstring's first paragraph, then every key with its default."""
+    import dataclasses
+
+    keys = "\n".join(f"  {f.name}={f.default!r}" for f in dataclasses.fields(settings_type))
+    return f"{doc.split(chr(10) * 2)[0]}\n\nKeys (key=value):\n{keys}"
+
+
+def wants_help(argv: list[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
 def parse_key_values(settings_type: type[Settings], argv: list[str]) -> Settings:
     """key=value arguments onto a settings dataclass's typed defaults; an unknown key or a wrong type is an error
     naming it.

@@ -8,10 +8,9 @@ not a Hydra app: inference needs no config groups, sweeps or run folders, and st
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from fer_lightning.cli.common import parse_key_values, print_user_error, show_tracebacks
+from fer_lightning.cli.common import key_value_usage, parse_key_values, print_user_error, show_tracebacks, wants_help
 from fer_lightning.errors import FERLightningError
 from fer_lightning.inference.detectors import YUNET_ENV, YUNET_FILENAME, DetectorUnavailable
 from fer_lightning.inference.pipeline import PredictConfig, run
@@ -19,9 +18,7 @@ from fer_lightning.inference.pipeline import PredictConfig, run
 EXIT_BAD_INPUT = 2  # nothing was processed: missing or unreadable input, bad argument
 EXIT_SOME_UNREADABLE = 3  # a folder was processed, but some of its files could not be read
 
-USAGE = __doc__.split("\n\n")[0] + "\n\nKeys (key=value):\n" + "\n".join(
-    f"  {f.name}={f.default!r}" for f in fields(PredictConfig)
-)
+USAGE = key_value_usage(__doc__, PredictConfig)
 
 
 def parse_args(argv: list[str]) -> PredictConfig:
@@ -31,7 +28,7 @@ def parse_args(argv: list[str]) -> PredictConfig:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(arg in ("-h", "--help") for arg in argv):
+    if wants_help(argv):
         print(USAGE)
         return 0
     try:
