@@ -105,6 +105,7 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
     files = list_folder_files(spec.path) if spec.kind == "folder" else None  # listed once: frames and progress
     frames: Any = _frames(spec, stream, files)
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
+    tracked: list[dict[str, Any]] = []
     unreadable: list[dict[str, str]] = []
     annotated: _AnnotatedOutput | None = _AnnotatedOutput(output, spec, stream) if cfg.annotate else None
     interrupted = False
@@ -120,7 +121,9 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
                 faces = recognizer.predict(item.image, face_crop=cfg.face_crop)
                 if tracker is not None:
                     faces = tracker.update(faces, item.time_s if item.time_s is not None else float(item.index))
-                writer.write(item, faces)
+                written = writer.write(item, faces)
+                if tracker is not None:  # what the timeline is drawn from, kept as written (no re-read)
+                    tracked.extend(r for r in written if r.get("track_id") is not None)
                 counts["frames"] += 1
                 counts["faces"] += len(faces)
                 counts["frames_without_face"] += not faces
@@ -147,16 +150,15 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
         summary["warning"] = (f"the video ended at frame {stream.frames_read} of the {stream.frame_count} "
                               "its header announces (truncated or damaged file)")
     if tracker is not None:
-        summary.update(_timelines(writer.jsonl_path, output))
+        summary.update(_timelines(tracked, output))
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _timelines(predictions: Path, output: Path) -> dict[str, Any]:
-    """A video's per-track summaries and timeline plot, read back from the records just written."""
-    from fer_lightning.inference.timeline import plot_timelines, read_predictions, track_summaries
+def _timelines(records: list[dict[str, Any]], output: Path) -> dict[str, Any]:
+    """A video's per-track summaries and timeline plot, from its tracked face records."""
+    from fer_lightning.inference.timeline import plot_timelines, track_summaries
 
-    records = read_predictions(predictions)
     tracks = track_summaries(records)
     plot = plot_timelines(records, output / "timeline.png") if tracks else None
     return {"tracks": tracks, "timeline": str(plot) if plot else None}

@@ -45,8 +45,10 @@ class PredictionWriter:
                                 *(f"smoothed_p_{name}" for name in self.class_names)])
         self.records = 0
 
-    def write(self, frame: Frame, faces: Sequence[FaceRecord]) -> None:
-        for record in frame_records(frame, faces):
+    def write(self, frame: Frame, faces: Sequence[FaceRecord]) -> list[dict[str, Any]]:
+        """Write the frame's records (flushed at once) and return them."""
+        records = frame_records(frame, faces)
+        for record in records:
             self._jsonl.write(json.dumps(record) + "\n")
             if self._csv is not None:
                 box = record.get("box", ["", "", "", ""])
@@ -61,6 +63,7 @@ class PredictionWriter:
         self._jsonl.flush()
         if self._csv_file is not None:
             self._csv_file.flush()
+        return records
 
     def close(self) -> None:
         self._jsonl.close()
