@@ -95,9 +95,9 @@ class EmotionApp:
             raise AppInputError(f"the video is {seconds:.0f} s long; this app takes videos up to "
                                 f"{self.settings.max_video_s:g} s (whoever started it can raise max_video_s)")
         output = Path(tempfile.mkdtemp(prefix="fer_app_video_"))
-        summary = run(PredictConfig(input=path, output=str(output), progress=False, smooth_s=self.settings.smooth_s),
-                      recognizer=self.recognizer)
-        annotated = browser_video(Path(summary["annotated"][0]), output / "annotated.webm")
+        summary = run(PredictConfig(input=path, output=str(output), progress=False, smooth_s=self.settings.smooth_s,
+                                    video_format="webm"), recognizer=self.recognizer)
+        annotated = summary["annotated"][0]
         rows = [[t["track_id"], round(t["first_s"], 2), round(t["last_s"], 2), t["frames"], t["dominant"],
                  ", ".join(f"{name} {share:.0%}" for name, share in sorted(t["share"].items(), key=lambda kv: -kv[1])
                            if share >= 0.005)]
@@ -201,29 +201,3 @@ def video_seconds(path: str | Path) -> float:
     if frames <= 0 or not 0 < fps < 1000:
         raise AppInputError(f"{Path(path).name}: the video's header gives no length (frames {frames:g}, fps {fps:g})")
     return float(frames / fps)
-
-
-def browser_video(source: Path, target: Path) -> Path:
-    """Re-encode the finder's MPEG-4 Part 2 video as VP8 WebM, which browsers play (OpenCV's wheels have no H.264
-    encoder)."""
-    capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"VP80"), fps, (width, height))
-                if not writer.isOpened():
-                    raise OSError(f"could not open a WebM writer for {target}")
-            writer.write(frame)
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-    if writer is None:
-        raise AppInputError(f"{source.name}: no frame could be decoded")
-    return target

@@ -167,6 +167,20 @@ def test_video_csv_has_the_track_and_the_smoothed_columns_and_smooth_s_0_is_raw(
     assert [int(row["track_id"]) for row in rows] == [r["track_id"] for r in records]
 
 
+def test_video_format_webm_writes_a_vp8_video_browsers_play(recognizer, tmp_path) -> None:
+    video = make_face_video(tmp_path / "clip.mp4", frames=6, fps=12.0)
+    summary = run(PredictConfig(input=str(video), output=str(tmp_path / "out"), video_format="webm", progress=False),
+                  recognizer=recognizer)
+    (path,) = summary["annotated"]
+    assert path.endswith("annotated/clip.webm")
+    playback = cv2.VideoCapture(path)
+    assert playback.get(cv2.CAP_PROP_FRAME_COUNT) in (6, 0) and playback.read()[0]  # WebM headers may omit the count
+    with pytest.raises(ValueError, match=r"video_format must be one of \['mp4', 'webm'\], got 'avi'"):
+        run(PredictConfig(input=str(video), output=str(tmp_path / "bad"), video_format="avi", progress=False),
+            recognizer=recognizer)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_refuses_a_negative_smoothing_time_before_writing_anything(tmp_path) -> None:
     video = make_face_video(tmp_path / "clip.mp4", frames=4)
     result = _cli(f"input={video}", f"output={tmp_path / 'out'}", "smooth_s=-0.5", "detector=haar")

@@ -68,6 +68,9 @@ class PredictConfig:
     track_max_gap_s: float = DEFAULT_MAX_GAP_S  # a face unseen for longer than this comes back as a new track
     duration_s: float | None = None  # webcam: stop after this many seconds (Ctrl+C also stops cleanly)
     annotate: bool = True  # write annotated images / video
+    # The annotated video's container and codec: mp4 (MPEG-4 Part 2, for video players) or webm (VP8, which web
+    # browsers play; OpenCV's wheels have no H.264 encoder).
+    video_format: str = "mp4"
     csv: bool = False  # also write predictions.csv
     progress: bool = True  # progress bar with the running fps
 
@@ -91,6 +94,8 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
     """Run the emotion finder over ``cfg.input``; returns the summary that is also written to summary.json."""
     if not cfg.input:
         raise InputError("no input given: pass input=PATH (a photo, a folder, a video file) or input=webcam:0")
+    if cfg.video_format not in VIDEO_FORMATS:
+        raise ValueError(f"video_format must be one of {sorted(VIDEO_FORMATS)}, got {cfg.video_format!r}")
     spec = resolve_input(cfg.input)
     stream = None
     if spec.kind in ("video", "webcam"):
@@ -107,7 +112,7 @@ def run(cfg: PredictConfig, recognizer: EmotionRecognizer | None = None,
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
     tracked: list[dict[str, Any]] = []
     unreadable: list[dict[str, str]] = []
-    annotated: _AnnotatedOutput | None = _AnnotatedOutput(output, spec, stream) if cfg.annotate else None
+    annotated = _AnnotatedOutput(output, spec, stream, cfg.video_format) if cfg.annotate else None
     interrupted = False
     started = time.perf_counter()
     with PredictionWriter(output, recognizer.class_names, write_csv=cfg.csv) as writer, \
@@ -178,6 +183,9 @@ def _frames(spec: InputSpec, stream: VideoStream | None, files: list[Path] | Non
     return iter([Frame(str(spec.path), 0, None, read_image(spec.path))])
 
 
+# The annotated video: container suffix -> OpenCV fourcc.
+VIDEO_FORMATS = {"mp4": "mp4v", "webm": "VP80"}
+
 # Annotated photos keep their input's format where OpenCV writes it; anything else (e.g. GIF) becomes a JPEG.
 KEPT_IMAGE_FORMATS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -185,8 +193,9 @@ KEPT_IMAGE_FORMATS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 class _AnnotatedOutput:
     """Annotated copies: one image per photo (folder layout mirrored) or one video per video/webcam input."""
 
-    def __init__(self, output: Path, spec: InputSpec, stream: VideoStream | None) -> None:
+    def __init__(self, output: Path, spec: InputSpec, stream: VideoStream | None, video_format: str = "mp4") -> None:
         self.dir = output / "annotated"
+        self.video_format = video_format
         self.spec = spec
         self.stream = stream
         self.writer: cv2.VideoWriter | None = None
@@ -207,10 +216,10 @@ class _AnnotatedOutput:
         if self.writer is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             stem = f"webcam_{self.spec.camera}" if self.spec.kind == "webcam" else self.spec.path.stem
-            path = self.dir / f"{stem}.mp4"
+            path = self.dir / f"{stem}.{self.video_format}"
             height, width = image.shape[:2]
-            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.stream.output_fps,
-                                          (width, height))
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FORMATS[self.video_format])
+            self.writer = cv2.VideoWriter(str(path), fourcc, self.stream.output_fps, (width, height))
             if not self.writer.isOpened():
                 raise OSError(f"could not open a video writer for {path}")
             self.paths.append(path)
