@@ -91,9 +91,10 @@ def figure(groups: dict[tuple[str, int], list[dict]], path: Path) -> None:
         ax.set_xlabel("training faces (log scale)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels, where it hides no point
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     fig.suptitle("FER2013 data efficiency: 15 epochs, selected on PublicTest (chance 14%)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
