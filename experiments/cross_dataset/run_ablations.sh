@@ -36,10 +36,13 @@ declare -A ROWS=(
   [sqrt_classweighted_60]="model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
   [wide]="model.net_kwargs={widths:[32,64,128,256]}"
+  # the next shipping candidate: both 15-epoch winners (width for FER2013, square-root class weights for CK+) for
+  # cpu_budget's full 60 epochs
+  [wide_sqrt_classweighted_60]="model.net_kwargs={widths:[32,64,128,256]} model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
 )
 ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
        robust_balanced_sampling wide distill_ensemble3_60
-       sqrt_classweighted_60)
+       sqrt_classweighted_60 wide_sqrt_classweighted_60)
 for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
   dir="outputs/cross_dataset/$row"
