@@ -16,13 +16,15 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 EPOCHS="${EPOCHS:-15}"
 BASE=(+experiment=cpu_budget "data.root=$FER2013_ROOT" extra_test=ckplus "trainer.max_epochs=$EPOCHS" seed=1
       callbacks.progress_bar=null logger=csv)
+SQRT_WEIGHTS="model.loss.class_weighted=true model.loss.class_weight_power=0.5"  # square-root inverse frequency
+WIDE="model.net_kwargs={widths:[32,64,128,256]}"  # every stage twice as wide (0.29M -> 1.1M parameters)
 declare -A ROWS=(
   [standard]=""
   [robust]="transforms=robust"
   [robust_classweighted]="transforms=robust model.loss.class_weighted=true"
   [robust_mixing]="transforms=robust model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   [robust_balanced_sampling]="transforms=robust data.weighted_sampling=true"
-  [sqrt_classweighted]="model.loss.class_weighted=true model.loss.class_weight_power=0.5"
+  [sqrt_classweighted]="$SQRT_WEIGHTS"
   [mixing]="model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   # the 40-epoch packaged model teaches a 15-epoch student of the same network (T=4, weight 0.5)
   [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
@@ -33,12 +35,12 @@ declare -A ROWS=(
   # (68.18% PublicTest together; run those rows first), for the same 60 epochs
   [distill_ensemble3_60]="model.distill.teachers=[outputs/teachers/shipped_compact_cnn_40ep.ckpt,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
   # the shipping candidate after the 15-epoch rows: square-root class weights at cpu_budget's full 60 epochs
-  [sqrt_classweighted_60]="model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
+  [sqrt_classweighted_60]="$SQRT_WEIGHTS trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
-  [wide]="model.net_kwargs={widths:[32,64,128,256]}"
+  [wide]="$WIDE"
   # the next shipping candidate: both 15-epoch winners (width for FER2013, square-root class weights for CK+) for
   # cpu_budget's full 60 epochs
-  [wide_sqrt_classweighted_60]="model.net_kwargs={widths:[32,64,128,256]} model.loss.class_weighted=true model.loss.class_weight_power=0.5 trainer.max_epochs=60"
+  [wide_sqrt_classweighted_60]="$WIDE $SQRT_WEIGHTS trainer.max_epochs=60"
 )
 ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
        robust_balanced_sampling wide distill_ensemble3_60
