@@ -29,6 +29,7 @@ from fer_lightning.checkpoints import (
     safe_checkpoint_globals,
 )
 from fer_lightning.config import claim_run_dir, current_run_id
+from fer_lightning.loggers import CSVLogger
 from fer_lightning.models.module import FERClassifier
 from fer_lightning.plots import save_confusion_matrix
 
@@ -95,9 +96,21 @@ def _continue_wandb_run(cfg: DictConfig, checkpoint: CheckpointMeta) -> None:
         log.info("Resuming W&B run %s from %s", run_id, checkpoint.path)
 
 
+def _keep_csv_history(loggers: list[Logger], resumed_step: int, resumed_run_dir: Path | None) -> None:
+    """A resumed run's metrics.csv starts with the curves the cut run logged, so it reads as one run."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            kept = logger.keep_history_before(resumed_step, resumed_run_dir)
+            if kept:
+                log.info("Resuming at step %d: kept %d earlier rows of %s/metrics.csv", resumed_step, kept,
+                         logger.log_dir)
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, then evaluate the best checkpoint (chosen on val = PublicTest) on val and test (PrivateTest)."""
     output_dir = Path(cfg.paths.output_dir)
+    resumed_step: int | None = None
+    resumed_run_dir: Path | None = None
     if cfg.get("ckpt_path"):
         with open_dict(cfg):
             cfg.ckpt_path = str(resolve_resume_path(cfg.ckpt_path))
@@ -105,6 +118,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         checkpoint = check_checkpoint_matches(cfg.ckpt_path, cfg.model)
         if cfg.get("train", True):
             _continue_wandb_run(cfg, checkpoint)
+            resumed_step = checkpoint.global_step
+            resumed_run_dir = checkpoint.path.parent.parent  # RUN_DIR/checkpoints/last.ckpt
     _write_run_files(cfg, output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -113,6 +128,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model: FERClassifier = instantiate(cfg.model)
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
     callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"))
+    if resumed_step is not None:
+        _keep_csv_history(loggers, resumed_step, resumed_run_dir)
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -27,9 +28,9 @@ RUN = ["data=synthetic", "data.num_train=160", "data.num_val=64", "data.num_test
 RUN_SPECIFIC = {"best_ckpt_path", "output_dir", "train_time_s", "train/images_per_s"}
 
 
-def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _cli(args: list[str], tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-           "FER_LIGHTNING_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "tests")}
+           "FER_LIGHTNING_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "tests"), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "fer_lightning", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -68,6 +69,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(t
     assert _comparable(tmp_path / "resumed") == _comparable(tmp_path / "straight")
     assert _comparable(tmp_path / "resumed")["epochs"] == 3
     assert list((tmp_path / "killed" / "checkpoints").glob("epoch*.ckpt"))  # a resume never deletes earlier files
+    # its metrics.csv reads as one run: epoch 0 (before the cut) once, the cut epoch's lost batches not twice
+    assert _val_curve(tmp_path / "resumed") == _val_curve(tmp_path / "straight")
+    assert [epoch for epoch, _ in _val_curve(tmp_path / "resumed")] == [0, 1, 2]
     # the resumed run continues the killed run's W&B run instead of starting a new one
     assert _wandb_run_ids(tmp_path / "resumed") == _wandb_run_ids(tmp_path / "killed")
     assert _wandb_run_ids(tmp_path / "killed") != _wandb_run_ids(tmp_path / "straight")
@@ -98,6 +102,39 @@ def test_ctrl_c_saves_a_checkpoint_closes_wandb_and_the_run_resumes(tmp_path: Pa
     # Training time is both parts' training, not the clock since boot for the epoch resumed in its middle
     assert timer_state["total_train_time_s"] < metrics["train_time_s"] < time.monotonic() - started
     assert _wandb_run_ids(tmp_path / "resumed") == [wandb_run.name.rsplit("-", 1)[-1]]
+
+
+def test_a_run_resumed_in_its_own_folder_keeps_the_curves_logged_before_the_cut(tmp_path: Path) -> None:
+    # every step logged and written at once: the killed run's file holds the cut epoch's first batches too
+    run = [*RUN, "data.num_workers=0", "logger=csv", "+logger.csv.flush_logs_every_n_steps=1",
+           "trainer.log_every_n_steps=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    kill = "+callbacks.kill={_target_:kill_switch.KillAt,epoch:2,batch:3,signal_name:SIGKILL}"
+    killed = _cli([*run, kill], tmp_path)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    before_cut = _val_curve(tmp_path / "run")
+    assert [epoch for epoch, _ in before_cut] == [0, 1]
+    run_id = json.loads((tmp_path / "run" / ".run_id.json").read_text())["run_id"]
+    # how experiments/resume_in_place.sh continues a cut run; Lightning would delete metrics.csv here
+    resumed = _cli([*run, f"ckpt_path={tmp_path / 'run'}"], tmp_path, {"FER_LIGHTNING_RUN_ID": run_id})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _val_curve(tmp_path / "run")[:2] == before_cut
+    assert [epoch for epoch, _ in _val_curve(tmp_path / "run")] == [0, 1, 2]
+    rows = _csv_rows(tmp_path / "run")
+    assert [int(row["step"]) for row in rows if row.get("train/loss_epoch")] == [9, 19, 29]
+    # the batches of the cut epoch that no checkpoint held (steps 20-22) are logged once, by the resumed run
+    assert [int(row["step"]) for row in rows if row.get("train/loss_step")] == list(range(30))
+
+
+def _csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _val_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(epoch, PublicTest accuracy) as logged during training; the final evaluation's rows left out."""
+    rows = [row for row in _csv_rows(run_dir) if row.get("val/acc") and row.get("train/loss_epoch", "") == ""]
+    return [(int(float(row["epoch"])), round(float(row["val/acc"]), 6)) for row in rows
+            if int(float(row["epoch"])) < 3]
 
 
 def test_last_checkpoint_is_written_every_epoch_not_only_when_the_best_improves(tmp_path: Path) -> None:
