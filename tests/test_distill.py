@@ -379,7 +379,8 @@ def test_resuming_a_distilled_run_reloads_its_teachers(distill_run: DistillRun, 
     model = objects["model"]
     assert metrics["epochs"] == 2
     logged = _train_epoch_logs(tmp_path / "resumed")
-    assert [row["epoch"] for row in logged] == [1.0] and logged[0]["train/loss_distill"] > 0  # it distilled
+    # the cut run's epoch 0 carried over (one continuous metrics.csv), then the resumed epoch, which distilled
+    assert [row["epoch"] for row in logged] == [0.0, 1.0] and logged[-1]["train/loss_distill"] > 0
     teacher = model.teacher
     assert teacher is not None and teacher.paths == (str(distill_run.teacher),)
     saved = torch.load(distill_run.teacher, map_location="cpu", weights_only=True)["state_dict"]

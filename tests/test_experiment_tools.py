@@ -132,6 +132,7 @@ def test_every_queued_row_composes(script: str, rows: list[str], tmp_path: Path,
                             timeout=60, check=True)
     lines = result.stdout.splitlines()
     assert len(lines) >= max(1, len(rows)), result.stdout
+    composed = {}
     for line in lines:
         name, _, overrides = line.partition(": ")
         cfg = compose_train_cfg(tmp_path / name, overrides.split())
@@ -143,7 +144,12 @@ def test_every_queued_row_composes(script: str, rows: list[str], tmp_path: Path,
         if name.endswith("_s2"):
             assert cfg.seed == 2
         if name == "distill_shipped":
-            assert cfg.model.distill.teachers == ["fer_lightning/assets/fer2013_compact_cnn.ckpt"]
+            # pinned to the model packaged when the row ran, not to whatever the package ships now
+            assert cfg.model.distill.teachers == ["outputs/teachers/shipped_compact_cnn_40ep.ckpt"]
+        composed[name] = cfg
+    if "balanced_sampling" in composed:  # the sampler alone: standard augmentation, as in the `standard` row
+        assert composed["balanced_sampling"].data.weighted_sampling and not composed["standard"].data.weighted_sampling
+        assert composed["balanced_sampling"].data.train_transform == composed["standard"].data.train_transform
 
 
 def test_a_queued_row_resumes_its_cut_run_in_its_own_folder_under_its_own_id(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -53,7 +55,7 @@ def test_recipe_settings_come_in_groups_and_unknown_fields_are_named() -> None:
         FERClassifier("compact_cnn", label_smothing=0.1)
 
 
-def test_checkpoints_from_before_the_grouping_still_load_with_their_recipe() -> None:
+def test_checkpoints_from_before_the_grouping_still_load_with_their_recipe(tmp_path: Path) -> None:
     """Flat recipe hyperparameters (the shipped model's checkpoint has them) are folded into their groups."""
     legacy = FERClassifier("compact_cnn", label_smoothing=0.3, class_weighted_loss=True, finetune="staged",
                            unfreeze_at_epoch=2, mixup_alpha=0.2, mix_prob=0.5, compile=True)
@@ -63,8 +65,16 @@ def test_checkpoints_from_before_the_grouping_still_load_with_their_recipe() -> 
     assert legacy.speed_settings.compile
     assert not {"label_smoothing", "mixup_alpha", "compile"} & set(legacy.hparams)  # saved grouped only
 
-    shipped_hparams = torch.load(shipped_model_file("ckpt"), map_location="cpu", weights_only=False)["hyper_parameters"]
-    assert shipped_hparams["label_smoothing"] == 0.1 and "loss" not in shipped_hparams  # written before the grouping
-    shipped = FERClassifier.from_checkpoint(shipped_model_file("ckpt"))
-    assert shipped.loss_settings.label_smoothing == 0.1 and shipped.finetune_settings.mode == "full"
-    assert not shipped.speed_settings.compile  # inference never compiles
+    # a checkpoint saved before the grouping (the model packaged until 2026-12-03 was one): flat keys only
+    path = tmp_path / "legacy.ckpt"
+    flat = {**{k: v for k, v in dict(legacy.hparams).items() if k not in ("loss", "finetune", "mixing", "speed")},
+            "label_smoothing": 0.3, "class_weighted_loss": True, "compile": True}
+    torch.save({"state_dict": legacy.state_dict(), "hyper_parameters": flat, "fer_lightning": {},
+                "pytorch-lightning_version": "2.6.0"}, path)
+    restored = FERClassifier.from_checkpoint(path)
+    assert restored.loss_settings == LossSettings(label_smoothing=0.3, class_weighted=True)
+    assert not restored.speed_settings.compile  # inference never compiles
+
+    shipped = FERClassifier.from_checkpoint(shipped_model_file("ckpt"))  # written with the groups
+    assert shipped.loss_settings.class_weighted and shipped.loss_settings.class_weight_power == 0.5
+    assert shipped.finetune_settings.mode == "full" and not shipped.speed_settings.compile

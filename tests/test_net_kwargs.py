@@ -3,6 +3,7 @@ checkpoint, rebuild it for inference, and are checked on resume; an argument the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,15 @@ def test_net_kwargs_change_the_network_and_its_checkpoint_rebuilds_it(narrow: tu
 
 def test_resuming_with_other_net_kwargs_is_refused_with_the_matching_override(narrow: tuple[FERClassifier, Path],
                                                                              tmp_path: Path) -> None:
-    shipped = shipped_model_file("ckpt")  # written before net_kwargs existed: its network has the defaults
-    check_checkpoint_matches(shipped, _model_cfg(["+experiment=compact_cnn"], tmp_path))
+    shipped = shipped_model_file("ckpt")  # a wide compact CNN (cpu_budget recipe): its widths travel with it
+    widths = read_checkpoint_meta(shipped).net_kwargs["widths"]
+    shipped_widths = f"model.net_kwargs={{widths:[{','.join(map(str, widths))}]}}"
+    check_checkpoint_matches(shipped, _model_cfg(["+experiment=cpu_budget", shipped_widths], tmp_path))
+    with pytest.raises(CheckpointMismatchError, match=re.escape(f"(different net_kwargs). Resume with the "
+                                                                f"checkpoint's settings ('{shipped_widths}')")):
+        check_checkpoint_matches(shipped, _model_cfg(["+experiment=cpu_budget"], tmp_path))
     with pytest.raises(CheckpointMismatchError, match=r"net_kwargs=\{widths:\[8,16,32,64\]\}\) \(different "
-                                                      r"net_kwargs\)"):
+                                                      r"(input_size, )?net_kwargs\)"):
         check_checkpoint_matches(shipped, _model_cfg(WIDER, tmp_path))
     _, path = narrow
     check_checkpoint_matches(path, _model_cfg(WIDER, tmp_path))

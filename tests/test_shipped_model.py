@@ -100,6 +100,22 @@ def test_card_names_the_teachers_of_a_distilled_model() -> None:
     assert "Distilled" not in ship_model.render_card(dict(CARD, distill=None))
 
 
+def test_card_states_the_network_arguments_the_class_balance_and_its_measured_weak_spots() -> None:
+    ship_model = load_experiment_script("experiments/inference/ship_model.py")
+    text = ship_model.render_card(CARD)
+    assert all(f"{key}={value}" in text for key, value in CARD["net_kwargs"].items())
+    power = CARD["loss"]["class_weight_power"]
+    assert CARD["loss"]["class_weighted"] and f"inverse class frequency to the power {power}" in text
+    plain = ship_model.render_card(dict(CARD, net_kwargs={}, loss=dict(CARD["loss"], class_weighted=False)))
+    assert f"(`{CARD['backbone']}`, " in plain and "weighted per class" not in plain
+    # the weakest class and the mistakes come from the card's measurements, not from a sentence written once
+    card = json.loads(json.dumps(CARD))
+    card["evaluation"]["ckpt"]["PublicTest"]["acc_per_class"]["surprise"] = 0.1
+    card["evaluation"]["ckpt"]["PrivateTest"]["confusions"] = [{"class": "happy", "read_as": "sad", "share": 0.3}]
+    text = ship_model.render_card(card)
+    assert "Surprise is the weakest class (10.0% PublicTest" in text and "happy read as sad 30%" in text
+
+
 @pytest.mark.skipif(not os.environ.get("CKPLUS_ROOT"), reason="CKPLUS_ROOT is not set (CK+ dev not available)")
 @pytest.mark.parametrize("kind", ["ckpt", "onnx"])
 def test_accuracy_on_ckplus_dev_matches_the_model_card(kind) -> None:

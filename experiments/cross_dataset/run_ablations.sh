@@ -18,22 +18,28 @@ BASE=(+experiment=cpu_budget "data.root=$FER2013_ROOT" extra_test=ckplus "traine
       callbacks.progress_bar=null logger=csv)
 SQRT_WEIGHTS="model.loss.class_weighted=true model.loss.class_weight_power=0.5"  # square-root inverse frequency
 WIDE="model.net_kwargs={widths:[32,64,128,256]}"  # every stage twice as wide (0.29M -> 1.1M parameters)
+# the 40-epoch compact CNN packaged until 2026-12-03, the teacher of the distillation rows (the package now ships
+# wide_sqrt_classweighted_40); recreate it with:
+#   mkdir -p outputs/teachers && git show 82953fc:fer_lightning/assets/fer2013_compact_cnn.ckpt > "$OLD_SHIPPED"
+OLD_SHIPPED=outputs/teachers/shipped_compact_cnn_40ep.ckpt
 declare -A ROWS=(
   [standard]=""
   [robust]="transforms=robust"
   [robust_classweighted]="transforms=robust model.loss.class_weighted=true"
   [robust_mixing]="transforms=robust model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   [robust_balanced_sampling]="transforms=robust data.weighted_sampling=true"
+  # balanced sampling (every class drawn equally often) with standard augmentation: the sampler's counterpart of
+  # the class-weighted loss rows
+  [balanced_sampling]="data.weighted_sampling=true"
   [sqrt_classweighted]="$SQRT_WEIGHTS"
   [mixing]="model.mixing.mixup_alpha=0.2 model.mixing.cutmix_alpha=1.0 model.mixing.prob=0.5"
   # the 40-epoch packaged model teaches a 15-epoch student of the same network (T=4, weight 0.5)
-  [distill_shipped]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt]"
+  [distill_shipped]="model.distill.teachers=[$OLD_SHIPPED]"
   # the candidate for shipping: the same student for cpu_budget's full 60 epochs (= +experiment=distill)
-  [distill_shipped_60]="model.distill.teachers=[fer_lightning/assets/fer2013_compact_cnn.ckpt] trainer.max_epochs=60"
-  # a stronger teacher: the ensemble of the 40-epoch model shipped until 2026-12-03 (copied to outputs/teachers/
-  # from git: git show 82953fc:fer_lightning/assets/fer2013_compact_cnn.ckpt), distill_shipped_60 and the 15-epoch full-data Lite0
+  [distill_shipped_60]="model.distill.teachers=[$OLD_SHIPPED] trainer.max_epochs=60"
+  # a stronger teacher: the ensemble of that 40-epoch model, distill_shipped_60 and the 15-epoch full-data Lite0
   # (68.18% PublicTest together; run those rows first), for the same 60 epochs
-  [distill_ensemble3_60]="model.distill.teachers=[outputs/teachers/shipped_compact_cnn_40ep.ckpt,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
+  [distill_ensemble3_60]="model.distill.teachers=[$OLD_SHIPPED,outputs/cross_dataset/distill_shipped_60/checkpoints/epoch049_val-acc0.6676.ckpt,outputs/data_eff/efficientnet_lite0_f1.0/checkpoints/epoch012_val-acc0.6392.ckpt] trainer.max_epochs=60"
   # the shipping candidate after the 15-epoch rows: square-root class weights at cpu_budget's full 60 epochs
   [sqrt_classweighted_60]="$SQRT_WEIGHTS trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
@@ -44,7 +50,7 @@ declare -A ROWS=(
   [wide_sqrt_classweighted_40]="$WIDE $SQRT_WEIGHTS trainer.max_epochs=40"
 )
 ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
-       robust_balanced_sampling wide distill_ensemble3_60
+       robust_balanced_sampling balanced_sampling wide distill_ensemble3_60
        sqrt_classweighted_60 wide_sqrt_classweighted_40)
 for row in "${@:-${ORDER[@]}}"; do
   if [ -n "${DRY_RUN:-}" ]; then echo "$row: ${BASE[*]} ${ROWS[$row]}"; continue; fi  # the overrides, for tests
