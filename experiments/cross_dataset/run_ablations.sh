@@ -44,9 +44,9 @@ declare -A ROWS=(
   [sqrt_classweighted_60]="$SQRT_WEIGHTS trainer.max_epochs=60"
   # more capacity: every stage twice as wide (0.29M -> 1.1M parameters)
   [wide]="$WIDE"
-  # the next shipping candidate: both 15-epoch winners (width for FER2013, square-root class weights for CK+) for
-  # the shipped model's 40 epochs (the cosine follows max_epochs): the wide net took 1.8-2.6 min per epoch on this
-  # VM, so 60 epochs (up to ~155 min) would fill a whole session; 40 (~104 min at the slower speed) do not
+  # the model shipped since 2026-12-03: both 15-epoch winners (width for FER2013, square-root class weights for
+  # CK+) for the earlier packaged model's 40 epochs (the cosine follows max_epochs): the wide net took 1.8-2.6 min
+  # per epoch on this VM, so 60 epochs (up to ~155 min) would fill a whole session; 40 took 100 train-min
   [wide_sqrt_classweighted_40]="$WIDE $SQRT_WEIGHTS trainer.max_epochs=40"
 )
 ORDER=(standard robust robust_classweighted distill_shipped distill_shipped_60 sqrt_classweighted mixing robust_mixing
