@@ -34,7 +34,7 @@ from fer_lightning.data.folder_faces import LabelledFaces, instantiate_extra_tes
 from fer_lightning.inference.export import export_onnx
 from fer_lightning.inference.recognizer import EmotionRecognizer
 from fer_lightning.labels import EMOTIONS, TEST, VAL
-from fer_lightning.metrics import present_class_metrics
+from fer_lightning.metrics import confusion_matrix, present_class_metrics
 from fer_lightning.metrics import split_metrics as evaluation_metrics
 
 KEEP_KEYS = ("state_dict", "hyper_parameters", "fer_lightning", "epoch", "global_step", "pytorch-lightning_version")
@@ -53,24 +53,21 @@ def split_metrics(recognizer: EmotionRecognizer, images: np.ndarray, labels: np.
     """The card's numbers for one split, with the metric definitions training uses (fer_lightning.metrics)."""
     probs = np.concatenate([recognizer.predict_faces(list(images[i:i + 512])) for i in range(0, len(images), 512)])
     metrics = evaluation_metrics(probs, labels, EMOTIONS, "split")
-    predicted = probs.argmax(axis=1)
-    exact = float((predicted == labels).mean())  # torchmetrics gives float32; the card keeps the count
+    exact = float((probs.argmax(axis=1) == labels).mean())  # torchmetrics gives float32; the card keeps the count
     assert abs(exact - metrics["split/acc"]) < 1e-6, (exact, metrics["split/acc"])
     return {"acc": exact, "f1_macro": metrics["split/f1_macro"],
             "acc_per_class": {name: metrics[f"split/acc_{name}"] for name in EMOTIONS}, "n": int(len(labels)),
-            "confusions": top_confusions(predicted, labels)}
+            "confusions": top_confusions(probs, labels)}
 
 
-def top_confusions(predicted: np.ndarray, labels: np.ndarray, count: int = 3) -> list[dict[str, Any]]:
+def top_confusions(probs: np.ndarray, labels: np.ndarray, count: int = 3) -> list[dict[str, Any]]:
     """The card's "most common mistakes": the largest shares of a class read as another, measured, not recalled."""
-    mistakes = []
-    for true, name in enumerate(EMOTIONS):
-        faces = labels == true
-        for other, other_name in enumerate(EMOTIONS):
-            if other != true and faces.any():
-                mistakes.append({"class": name, "read_as": other_name,
-                                 "share": float((predicted[faces] == other).mean())})
-    return sorted(mistakes, key=lambda mistake: -mistake["share"])[:count]
+    counts = confusion_matrix(probs, labels, len(EMOTIONS)).astype(float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    np.fill_diagonal(shares, -1.0)  # a class read as itself is no mistake
+    order = np.argsort(-shares, axis=None, kind="stable")[:count]
+    return [{"class": EMOTIONS[true], "read_as": EMOTIONS[other], "share": float(shares[true, other])}
+            for true, other in zip(*np.unravel_index(order, shares.shape))]
 
 
 def read_ckplus(root: str) -> LabelledFaces:
