@@ -61,6 +61,11 @@ class CheckpointMeta:
     extras: dict[str, Any] = field(repr=False)  # class_names, val_acc_best, wandb_run_id, eval_transform, data
 
     @property
+    def run_dir(self) -> Path | None:
+        """The training run folder the checkpoint sits in (`RUN_DIR/checkpoints/*.ckpt`); None for a copied file."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+
+    @property
     def data(self) -> dict[str, Any]:
         """What the model was trained on (`datamodule.describe()`): empty for checkpoints saved without one."""
         return dict(self.extras.get("data") or {})
@@ -300,7 +305,7 @@ def plain_net_kwargs(value: Any) -> dict[str, Any]:
 
 def _remedy(meta: CheckpointMeta, model_cfg: DictConfig, differing: list[str]) -> str:
     """The overrides that build the checkpoint's network: the run's own, else an experiment with its backbone."""
-    run_overrides = _run_overrides(meta.path)
+    run_overrides = _run_overrides(meta.run_dir)
     if run_overrides:
         return (f"Resume with the checkpoint's own overrides ({' '.join(run_overrides)}, from its run's "
                 ".hydra/overrides.yaml) or drop ckpt_path.")
@@ -334,11 +339,11 @@ def _raw_value(cfg: DictConfig, key: str) -> Any:
     return node._value() if node is not None else None
 
 
-def _run_overrides(ckpt_path: Path) -> list[str]:
-    """`<run>/.hydra/overrides.yaml` of a checkpoint in `<run>/checkpoints/`: the command that trained it."""
-    if ckpt_path.parent.name != "checkpoints":
+def _run_overrides(run_dir: Path | None) -> list[str]:
+    """`<run>/.hydra/overrides.yaml` of a checkpoint's run folder: the command that trained it."""
+    if run_dir is None:
         return []
-    overrides_file = ckpt_path.parent.parent / ".hydra" / "overrides.yaml"
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
     try:
         overrides = OmegaConf.load(overrides_file)
     except Exception:  # no Hydra run dir (copied checkpoint), or an unreadable file: fall back to the configs

@@ -119,7 +119,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if cfg.get("train", True):
             _continue_wandb_run(cfg, checkpoint)
             resumed_step = checkpoint.global_step
-            resumed_run_dir = checkpoint.path.parent.parent  # RUN_DIR/checkpoints/last.ckpt
+            resumed_run_dir = checkpoint.run_dir  # None for a checkpoint copied out of its run folder
     _write_run_files(cfg, output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
